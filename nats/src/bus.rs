@@ -1,0 +1,144 @@
+//! A NATS connection with its JetStream context, and publishing that waits for the stream's ack.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::{HeaderMap, connection::State};
+use bytes::Bytes;
+
+/// Failures talking to NATS, by what a caller can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// NATS is not reachable now; try again later.
+    #[error("NATS is unavailable: {0}")]
+    Unavailable(String),
+    /// The stream refused the message (too large, no stream for the subject …).
+    #[error("JetStream refused the publish: {0}")]
+    Refused(String),
+    #[error("invalid definition: {0}")]
+    Definition(String),
+    #[error("applying definitions failed: {0}")]
+    Apply(String),
+}
+
+/// A connection to NATS and its JetStream context.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+/// What JetStream said about a published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub sequence: u64,
+    /// The stream had already stored a message with this id.
+    pub duplicate: bool,
+}
+
+impl Bus {
+    /// Connects to `url` (a comma-separated list of servers is allowed), retrying in the background
+    /// if the first attempt fails after `initial` elapsed. Reconnects forever afterwards.
+    pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(2))
+            .max_reconnects(None)
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .max_ack_inflight(4096)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        Ok(Self { client, js })
+    }
+
+    /// Waits until the connection is up, at most `within`.
+    pub async fn wait_connected(&self, within: Duration) -> Result<(), BusError> {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.is_connected() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BusError::Unavailable("not connected".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    /// Applies the stream and consumer definitions of `nats/definitions/`.
+    pub async fn apply_definitions(&self) -> Result<(), BusError> {
+        crate::definitions::apply(&self.js).await
+    }
+
+    /// Publishes `payload` with `Nats-Msg-Id: id` and waits for JetStream's ack.
+    pub async fn publish(
+        &self,
+        subject: String,
+        id: &str,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+    ) -> Result<Published, BusError> {
+        let ack = self.publish_nowait(subject, id, headers, payload).await?;
+        ack.await
+    }
+
+    /// Sends the publish and returns a future of its ack, so that a caller can keep many in flight.
+    /// The future must be awaited: a dropped ack is a message whose storage nobody checked.
+    pub async fn publish_nowait(
+        &self,
+        subject: String,
+        id: &str,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+    ) -> Result<impl Future<Output = Result<Published, BusError>> + use<>, BusError> {
+        let mut publish = PublishMessage::build().payload(payload).message_id(id);
+        if let Some(h) = headers {
+            for (name, values) in h.iter() {
+                for v in values {
+                    publish = publish.header(name.clone(), v.clone());
+                }
+            }
+        }
+        let fut = self.js.send_publish(subject, publish).await.map_err(classify)?;
+        Ok(async move {
+            let ack = fut.await.map_err(classify)?;
+            Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate })
+        })
+    }
+
+    /// Serialises `value` as JSON and publishes it.
+    pub async fn publish_json<T: serde::Serialize>(
+        &self,
+        subject: String,
+        id: &str,
+        value: &T,
+    ) -> Result<Published, BusError> {
+        let payload = serde_json::to_vec(value).map_err(|e| BusError::Refused(e.to_string()))?;
+        self.publish(subject, id, None, payload.into()).await
+    }
+}
+
+fn classify<E: std::fmt::Display + std::fmt::Debug>(e: E) -> BusError {
+    let text = e.to_string();
+    // Time-outs, broken connections and "no responders" mean the stream is out of reach now;
+    // anything else is JetStream saying no to this message.
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("timed out")
+        || lower.contains("timeout")
+        || lower.contains("no responders")
+        || lower.contains("disconnect")
+        || lower.contains("broken pipe")
+        || lower.contains("connection")
+    {
+        BusError::Unavailable(text)
+    } else {
+        BusError::Refused(text)
+    }
+}

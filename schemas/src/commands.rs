@@ -1,0 +1,46 @@
+//! Commands: requests for work, on the `HERMES_JOBS` work queue. A runner answers with events.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::events::TriggerEvent;
+use crate::ids::{BuildId, CommitSha, RepoName};
+
+/// "Run this build." Published once per build; redelivered by JetStream until a runner acks it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BuildCommand {
+    #[serde(rename = "type", default = "build_command_type")]
+    pub kind: String,
+    pub version: u32,
+    pub build_id: BuildId,
+    pub repo: RepoName,
+    pub number: u64,
+    pub trigger: TriggerEvent,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub commit: CommitSha,
+    pub clone_url: String,
+}
+
+fn build_command_type() -> String {
+    "command.build".to_owned()
+}
+
+impl BuildCommand {
+    pub fn new(
+        build_id: BuildId,
+        repo: RepoName,
+        number: u64,
+        trigger: TriggerEvent,
+        git_ref: String,
+        commit: CommitSha,
+        clone_url: String,
+    ) -> Self {
+        Self { kind: build_command_type(), version: 1, build_id, repo, number, trigger, git_ref, commit, clone_url }
+    }
+
+    /// Deterministic id, also the `Nats-Msg-Id`.
+    pub fn id(&self) -> String {
+        format!("{}.command", self.build_id)
+    }
+}

@@ -1,0 +1,200 @@
+//! The few fields of GitHub webhook payloads that decide whether, and what, to build.
+//!
+//! Only `push` and `pull_request` can start a build; every other event is recorded and ignored.
+
+use serde::Deserialize;
+
+use crate::events::TriggerEvent;
+use crate::ids::{CommitSha, RepoName};
+
+/// Why a payload of a building event cannot be used. The message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PayloadError(pub String);
+
+/// What a delivery asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Build(BuildRequest),
+    /// Nothing to build, and why (for the log).
+    Skip(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRequest {
+    pub repo: RepoName,
+    pub trigger: TriggerEvent,
+    pub git_ref: String,
+    pub commit: CommitSha,
+    pub clone_url: String,
+    pub pull_request: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    full_name: String,
+    clone_url: String,
+}
+
+#[derive(Deserialize)]
+struct Push {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    after: String,
+    #[serde(default)]
+    deleted: bool,
+    repository: Repository,
+}
+
+#[derive(Deserialize)]
+struct PullRequestEvent {
+    action: String,
+    number: u64,
+    pull_request: PullRequest,
+    repository: BaseRepository,
+}
+
+#[derive(Deserialize)]
+struct BaseRepository {
+    full_name: String,
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    head: Head,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    sha: String,
+    #[serde(rename = "ref")]
+    git_ref: String,
+    repo: Option<HeadRepository>,
+}
+
+#[derive(Deserialize)]
+struct HeadRepository {
+    clone_url: String,
+}
+
+/// Decides what a delivery of `event` with JSON `body` asks for.
+///
+/// An error means the payload of an event that can build is unusable (a field missing, of the
+/// wrong type, or with an unsafe value); other events are never inspected.
+pub fn decide(event: &str, body: &[u8]) -> Result<Decision, PayloadError> {
+    match event {
+        "push" => {
+            let p: Push = parse(body)?;
+            if p.deleted {
+                return Ok(Decision::Skip(format!("push deleted {}", p.git_ref)));
+            }
+            let commit = commit(&p.after, "after")?;
+            if commit.is_zero() {
+                return Ok(Decision::Skip(format!("push of {} has no commit", p.git_ref)));
+            }
+            Ok(Decision::Build(BuildRequest {
+                repo: repo(&p.repository.full_name)?,
+                trigger: TriggerEvent::Push,
+                git_ref: git_ref(p.git_ref, "ref")?,
+                commit,
+                clone_url: clone_url(p.repository.clone_url, "repository.clone_url")?,
+                pull_request: None,
+            }))
+        }
+        "pull_request" => {
+            let p: PullRequestEvent = parse(body)?;
+            if !matches!(p.action.as_str(), "opened" | "synchronize" | "reopened") {
+                return Ok(Decision::Skip(format!("pull_request action {:?} does not build", p.action)));
+            }
+            let Some(head_repo) = p.pull_request.head.repo else {
+                return Ok(Decision::Skip("pull request head repository is gone".to_owned()));
+            };
+            Ok(Decision::Build(BuildRequest {
+                repo: repo(&p.repository.full_name)?,
+                trigger: TriggerEvent::PullRequest,
+                git_ref: git_ref(p.pull_request.head.git_ref, "pull_request.head.ref")?,
+                commit: commit(&p.pull_request.head.sha, "pull_request.head.sha")?,
+                clone_url: clone_url(head_repo.clone_url, "pull_request.head.repo.clone_url")?,
+                pull_request: Some(p.number),
+            }))
+        }
+        other => Ok(Decision::Skip(format!("event {other:?} does not build"))),
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, PayloadError> {
+    serde_json::from_slice(body).map_err(|e| PayloadError(format!("payload does not fit the event: {e}")))
+}
+
+fn repo(full_name: &str) -> Result<RepoName, PayloadError> {
+    RepoName::parse(full_name).map_err(|e| PayloadError(format!("repository.full_name: {e}")))
+}
+
+fn commit(sha: &str, field: &str) -> Result<CommitSha, PayloadError> {
+    CommitSha::parse(sha).map_err(|e| PayloadError(format!("{field}: {e}")))
+}
+
+/// A ref is only ever data (Hermes checks out by commit), but it is shown and logged, so control
+/// characters and absurd lengths are refused.
+fn git_ref(r: String, field: &str) -> Result<String, PayloadError> {
+    if r.is_empty() || r.len() > 1024 || r.chars().any(char::is_control) {
+        return Err(PayloadError(format!("{field}: {r:?} is not a usable git ref")));
+    }
+    Ok(r)
+}
+
+/// The clone URL is checked against the server's allow list by the runner; here it only has to
+/// be one line of printable text.
+fn clone_url(u: String, field: &str) -> Result<String, PayloadError> {
+    if u.is_empty() || u.len() > 2048 || u.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(PayloadError(format!("{field}: {u:?} is not a usable URL")));
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn push(after: &str, deleted: bool, name: &str) -> Vec<u8> {
+        serde_json::json!({
+            "ref": "refs/heads/main", "after": after, "deleted": deleted,
+            "repository": {"full_name": name, "clone_url": "https://github.com/o/r.git"}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn push_builds_after_and_deletion_builds_nothing() {
+        let Decision::Build(b) = decide("push", &push(SHA, false, "o/r")).expect("valid") else {
+            panic!("expected a build");
+        };
+        assert_eq!(b.commit.as_str(), SHA);
+        assert_eq!(b.git_ref, "refs/heads/main");
+        assert!(matches!(decide("push", &push(&"0".repeat(40), true, "o/r")), Ok(Decision::Skip(_))));
+    }
+
+    #[test]
+    fn hostile_fields_are_refused_with_the_field_named() {
+        let e = decide("push", &push(SHA, false, "../etc/passwd")).expect_err("unsafe repo");
+        assert!(e.0.contains("repository.full_name"), "{e}");
+        let e = decide("push", &push("$(reboot)", false, "o/r")).expect_err("unsafe sha");
+        assert!(e.0.contains("after"), "{e}");
+        let e = decide("push", br#"{"ref": 5}"#).expect_err("wrong type");
+        assert!(e.0.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn other_events_and_actions_are_skipped_unread() {
+        assert!(matches!(decide("star", b"not even json"), Ok(Decision::Skip(_))));
+        let closed = serde_json::json!({
+            "action": "closed", "number": 1,
+            "pull_request": {"head": {"sha": SHA, "ref": "x", "repo": null}},
+            "repository": {"full_name": "o/r"}
+        });
+        assert!(matches!(decide("pull_request", closed.to_string().as_bytes()), Ok(Decision::Skip(_))));
+    }
+}

@@ -1,0 +1,22 @@
+//! The JSON Schema documents of the wire contract, as written to `schemas/json/`.
+
+use schemars::schema_for;
+
+use crate::commands::BuildCommand;
+use crate::events::{Envelope, LogLine};
+
+/// `(file name, pretty JSON)` for every committed schema file.
+pub fn all() -> Vec<(&'static str, String)> {
+    let docs = [
+        ("build-event.schema.json", schema_for!(Envelope)),
+        ("log-line.schema.json", schema_for!(LogLine)),
+        ("build-command.schema.json", schema_for!(BuildCommand)),
+    ];
+    docs.into_iter()
+        .map(|(name, schema)| {
+            let mut text = serde_json::to_string_pretty(&schema).expect("a schema is plain JSON");
+            text.push('\n');
+            (name, text)
+        })
+        .collect()
+}

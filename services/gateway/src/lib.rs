@@ -1,1 +1,39 @@
-//! placeholder
+//! The command side: takes GitHub deliveries, checks them, and records them on JetStream.
+//!
+//! # Layout
+//!
+//! - [`signature`]: `X-Hub-Signature-256` verification and the [`Secret`] type.
+//! - [`webhook`]: `POST /webhooks/github`.
+//! - [`error`]: [`GatewayError`], the one error type of the HTTP surface.
+//!
+//! # Invariants
+//!
+//! - **A delivery is answered 2xx only after JetStream acknowledged it.**
+//! - **Nothing is recorded before the signature over the raw body checked out.**
+//! - The gateway decides nothing about builds; it only refuses what cannot be a valid delivery.
+
+pub mod error;
+pub mod signature;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use axum::Router;
+use hermes_nats::Bus;
+
+pub use error::GatewayError;
+pub use signature::Secret;
+
+/// The largest body accepted; GitHub never sends more than 25 MB.
+pub const MAX_BODY: usize = 25 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct GatewayState {
+    pub bus: Bus,
+    pub secret: Arc<Secret>,
+}
+
+/// The gateway's routes.
+pub fn router(state: GatewayState) -> Router {
+    webhook::routes().with_state(state)
+}

@@ -1,0 +1,74 @@
+//! Checking a repository out at an exact commit with `git`, run directly (never through a shell).
+
+use std::path::Path;
+use std::process::Stdio;
+
+use hermes_schemas::ids::CommitSha;
+use tokio::process::Command;
+
+use crate::logs::LogSink;
+use hermes_schemas::LogStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("clone URL {0:?} is not allowed by HERMES_CLONE_ALLOW")]
+    NotAllowed(String),
+    #[error("git {step} failed: {message}")]
+    Git { step: &'static str, message: String },
+    #[error("checked out {got}, expected {want}")]
+    WrongCommit { got: String, want: String },
+}
+
+/// True when `url` starts with one of the allowed prefixes.
+pub fn allowed(url: &str, allow: &[String]) -> bool {
+    allow.iter().any(|p| !p.is_empty() && url.starts_with(p.as_str()))
+}
+
+/// Fetches `commit` from `url` into the fresh directory `dir` and checks it out, detached.
+pub async fn checkout(
+    url: &str,
+    commit: &CommitSha,
+    dir: &Path,
+    log: &mut LogSink,
+) -> Result<(), CheckoutError> {
+    log.line(LogStream::System, format!("Checking out {commit} from {url}")).await;
+    git(dir, &["init", "-q", "."], "init", log).await?;
+    // Fetch just the commit; servers that refuse a fetch by object id get a full fetch instead.
+    let by_id = git(dir, &["fetch", "-q", "--depth=1", "--no-tags", "--", url, commit.as_str()], "fetch", log).await;
+    if by_id.is_err() {
+        log.line(LogStream::System, "Fetching the commit alone was refused; fetching all branches").await;
+        git(dir, &["fetch", "-q", "--no-tags", "--", url, "+refs/heads/*:refs/remotes/origin/*", "+refs/pull/*:refs/remotes/pull/*"], "fetch", log)
+            .await?;
+    }
+    git(dir, &["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit.as_str()], "checkout", log).await?;
+    let head = git(dir, &["rev-parse", "HEAD"], "rev-parse", log).await?;
+    if head.trim() != commit.as_str() {
+        return Err(CheckoutError::WrongCommit { got: head.trim().to_owned(), want: commit.to_string() });
+    }
+    Ok(())
+}
+
+async fn git(dir: &Path, args: &[&str], step: &'static str, log: &mut LogSink) -> Result<String, CheckoutError> {
+    let out = Command::new("git")
+        .arg("-c")
+        .arg("protocol.ext.allow=never")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "true")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| CheckoutError::Git { step, message: e.to_string() })?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !stderr.trim().is_empty() {
+        log.write(LogStream::System, &stderr).await;
+    }
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
+        Err(CheckoutError::Git { step, message: format!("{} ({})", last, out.status) })
+    }
+}

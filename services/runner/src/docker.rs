@@ -1,0 +1,95 @@
+//! Building a checkout's Dockerfile on the Docker engine, streaming every output line.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::{BuildImageOptionsBuilder, RemoveImageOptionsBuilder};
+use futures::StreamExt;
+use hermes_schemas::LogStream;
+
+use crate::logs::LogSink;
+
+/// Label on everything Hermes creates in Docker, with the runner's name as value.
+pub const LABEL_RUNNER: &str = "io.hermes-ci.runner";
+pub const LABEL_BUILD: &str = "io.hermes-ci.build";
+
+/// How a Dockerfile build ended.
+#[derive(Debug)]
+pub enum BuildOutcome {
+    /// The image was built.
+    Built,
+    /// A step of the Dockerfile failed; the message is Docker's.
+    StepFailed(String),
+    /// The engine could not be used.
+    EngineError(String),
+}
+
+/// A tar archive of `dir` without its `.git` directory: the build context.
+pub fn context_tar(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            builder.append_dir_all(&name, &path)?;
+        } else {
+            builder.append_path_with_name(&path, &name)?;
+        }
+    }
+    builder.into_inner()
+}
+
+/// Builds `context` (a tar) into an image tagged `tag`, writing Docker's output to `log`.
+pub async fn build(
+    docker: &Docker,
+    context: Vec<u8>,
+    tag: &str,
+    labels: &HashMap<String, String>,
+    log: &mut LogSink,
+) -> BuildOutcome {
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .labels(labels)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(text) = info.stream {
+                    log.write(LogStream::Stdout, &text).await;
+                }
+                if let Some(status) = info.status {
+                    log.write(LogStream::Stdout, &format!("{status}\n")).await;
+                }
+            }
+            Err(DockerError::DockerStreamError { error }) => {
+                log.line(LogStream::Stderr, &error).await;
+                return BuildOutcome::StepFailed(error);
+            }
+            Err(DockerError::DockerResponseServerError { status_code, message }) if status_code < 500 => {
+                log.line(LogStream::Stderr, &message).await;
+                return BuildOutcome::StepFailed(message);
+            }
+            Err(e) => return BuildOutcome::EngineError(e.to_string()),
+        }
+    }
+    BuildOutcome::Built
+}
+
+/// Removes an image Hermes built; a missing image is fine.
+pub async fn remove_image(docker: &Docker, tag: &str) {
+    let options = RemoveImageOptionsBuilder::default().force(true).build();
+    if let Err(e) = docker.remove_image(tag, Some(options), None).await {
+        tracing::debug!(image = tag, error = %e, "Image not removed.");
+    }
+}

@@ -1,0 +1,135 @@
+//! A build attempt's log: output split into lines, each published as a `log.line` event.
+//!
+//! Publishes are pipelined: up to [`IN_FLIGHT`] lines wait for their ack at once, so a chatty
+//! build is not slowed to one round trip per line. Line numbers have no gaps.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+
+use hermes_nats::{Bus, BusError};
+use hermes_schemas::events::{LogLine, LogLineType, LogStream};
+use hermes_schemas::{BuildId, RepoName, subjects};
+use time::OffsetDateTime;
+
+/// Lines longer than this are cut into pieces of this size.
+pub const MAX_LINE: usize = 64 * 1024;
+const IN_FLIGHT: usize = 1024;
+
+type Ack = Pin<Box<dyn Future<Output = Result<hermes_nats::bus::Published, BusError>> + Send>>;
+
+pub struct LogSink {
+    bus: Bus,
+    subject: String,
+    build_id: BuildId,
+    repo: RepoName,
+    attempt: u32,
+    next_line: u64,
+    partial: String,
+    pending: VecDeque<Ack>,
+    failed: u64,
+}
+
+impl LogSink {
+    pub fn new(bus: Bus, repo: RepoName, build_id: BuildId, attempt: u32) -> Self {
+        Self {
+            subject: subjects::log(&repo, &build_id),
+            bus,
+            build_id,
+            repo,
+            attempt,
+            next_line: 1,
+            partial: String::new(),
+            pending: VecDeque::new(),
+            failed: 0,
+        }
+    }
+
+    /// Adds output that may hold several lines or end mid-line.
+    pub async fn write(&mut self, stream: LogStream, chunk: &str) {
+        self.partial.push_str(chunk);
+        while let Some(pos) = self.partial.find('\n') {
+            let mut line: String = self.partial.drain(..=pos).collect();
+            line.pop();
+            if line.ends_with('\r') {
+                line.pop();
+            }
+            self.emit(stream, line).await;
+        }
+        while self.partial.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !self.partial.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let head: String = self.partial.drain(..cut).collect();
+            self.emit(stream, head).await;
+        }
+    }
+
+    /// Writes one whole line.
+    pub async fn line(&mut self, stream: LogStream, text: impl AsRef<str>) {
+        self.flush_partial(stream).await;
+        for l in text.as_ref().split('\n') {
+            self.write(stream, l).await;
+            self.write(stream, "\n").await;
+        }
+    }
+
+    async fn flush_partial(&mut self, stream: LogStream) {
+        if !self.partial.is_empty() {
+            let rest = std::mem::take(&mut self.partial);
+            self.emit(stream, rest).await;
+        }
+    }
+
+    async fn emit(&mut self, stream: LogStream, text: String) {
+        let event = LogLine {
+            kind: LogLineType::LogLine,
+            version: 1,
+            time: OffsetDateTime::now_utc(),
+            build_id: self.build_id.clone(),
+            repo: self.repo.clone(),
+            attempt: self.attempt,
+            line: self.next_line,
+            stream,
+            text,
+        };
+        self.next_line += 1;
+        let payload = match serde_json::to_vec(&event) {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        match self.bus.publish_nowait(self.subject.clone(), &event.id(), None, payload.into()).await {
+            Ok(ack) => self.pending.push_back(Box::pin(ack)),
+            Err(e) => self.fail(&e),
+        }
+        if self.pending.len() >= IN_FLIGHT
+            && let Some(oldest) = self.pending.pop_front()
+            && let Err(e) = oldest.await
+        {
+            self.fail(&e);
+        }
+    }
+
+    fn fail(&mut self, e: &BusError) {
+        self.failed += 1;
+        if self.failed == 1 {
+            tracing::warn!(build = %self.build_id, error = %e, "Publishing a log line failed.");
+        }
+    }
+
+    /// Flushes the last partial line and waits until every line is stored. Returns how many lines
+    /// could not be stored.
+    pub async fn finish(&mut self, stream: LogStream) -> u64 {
+        self.flush_partial(stream).await;
+        while let Some(ack) = self.pending.pop_front() {
+            if let Err(e) = ack.await {
+                self.fail(&e);
+            }
+        }
+        self.failed
+    }
+
+    pub fn lines(&self) -> u64 {
+        self.next_line - 1
+    }
+}

@@ -1,0 +1,194 @@
+//! The read model of a build, and the fold that builds it from events. Pure: no I/O.
+
+use hermes_schemas::events::{BuildEvent, BuildStatus, TriggerEvent};
+use hermes_schemas::{BuildId, Envelope, RepoName};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// One attempt of a build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub runner: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// The attempt's final status, or null while it runs.
+    pub outcome: Option<BuildStatus>,
+}
+
+/// A build as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Build {
+    pub id: BuildId,
+    pub number: u64,
+    pub repo: RepoName,
+    pub event: TriggerEvent,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub commit: String,
+    pub clone_url: String,
+    pub pull_request: Option<u64>,
+    pub status: BuildStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// Why, when `errored`.
+    pub error: Option<String>,
+    /// The current attempt, 0 while queued.
+    pub attempt: u32,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Folds one event into the build it belongs to. `None` in, `None` out, means the event is for a
+/// build the model does not know (it is ignored). Applying an event twice changes nothing.
+pub fn apply(build: Option<Build>, e: &Envelope) -> Option<Build> {
+    match (&e.event, build) {
+        (BuildEvent::Queued(q), None) => Some(Build {
+            id: e.build_id.clone(),
+            number: q.number,
+            repo: e.repo.clone(),
+            event: q.trigger,
+            git_ref: q.git_ref.clone(),
+            commit: q.commit.to_string(),
+            clone_url: q.clone_url.clone(),
+            pull_request: q.pull_request,
+            status: BuildStatus::Queued,
+            created_at: e.time,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            attempt: 0,
+            attempts: Vec::new(),
+        }),
+        (BuildEvent::Queued(_), Some(b)) => Some(b),
+        (_, None) => None,
+        (BuildEvent::Started(s), Some(mut b)) => {
+            // A start of an older attempt, or a repeated one, or one after the end: nothing new.
+            if e.attempt <= b.attempt || b.status.is_final() {
+                return Some(b);
+            }
+            if let Some(prev) = b.attempts.last_mut()
+                && prev.outcome.is_none()
+            {
+                prev.outcome = Some(BuildStatus::Errored);
+                prev.finished_at = Some(e.time);
+            }
+            b.attempt = e.attempt;
+            b.status = BuildStatus::Running;
+            b.started_at.get_or_insert(e.time);
+            b.attempts.push(Attempt {
+                attempt: e.attempt,
+                runner: s.runner.clone(),
+                started_at: e.time,
+                finished_at: None,
+                outcome: None,
+            });
+            Some(b)
+        }
+        (BuildEvent::Finished(f), Some(mut b)) => {
+            // Only the current attempt may end the build, and only once.
+            if e.attempt != b.attempt || b.status.is_final() {
+                return Some(b);
+            }
+            b.status = f.status;
+            b.finished_at = Some(e.time);
+            b.error = f.error.clone();
+            if let Some(a) = b.attempts.iter_mut().find(|a| a.attempt == e.attempt) {
+                a.outcome = Some(f.status);
+                a.finished_at = Some(e.time);
+            }
+            Some(b)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hermes_schemas::events::{Finished, Queued, Started};
+    use hermes_schemas::ids::CommitSha;
+    use time::macros::datetime;
+
+    fn id() -> BuildId {
+        BuildId::parse("b1").expect("valid")
+    }
+
+    fn ev(attempt: u32, minute: u8, event: BuildEvent) -> Envelope {
+        let t = datetime!(2026-11-28 10:00 UTC) + time::Duration::minutes(minute.into());
+        Envelope::new(id(), RepoName::parse("octo/hello").expect("valid"), attempt, t, event)
+    }
+
+    fn queued() -> Envelope {
+        ev(0, 0, BuildEvent::Queued(Queued {
+            number: 7,
+            trigger: TriggerEvent::Push,
+            git_ref: "refs/heads/main".into(),
+            commit: CommitSha::parse(&"a".repeat(40)).expect("valid"),
+            clone_url: "file:///r".into(),
+            pull_request: None,
+            delivery: Some("1:d".into()),
+        }))
+    }
+
+    fn started(attempt: u32, minute: u8) -> Envelope {
+        ev(attempt, minute, BuildEvent::Started(Started { runner: format!("r{attempt}") }))
+    }
+
+    fn finished(attempt: u32, minute: u8, status: BuildStatus) -> Envelope {
+        ev(attempt, minute, BuildEvent::Finished(Finished { status, error: None }))
+    }
+
+    fn fold(events: &[Envelope]) -> Option<Build> {
+        events.iter().fold(None, apply)
+    }
+
+    #[test]
+    fn given_queued_started_finished_then_succeeded_with_times() {
+        let b = fold(&[queued(), started(1, 1), finished(1, 2, BuildStatus::Succeeded)]).expect("known");
+        assert_eq!(b.number, 7);
+        assert_eq!(b.status, BuildStatus::Succeeded);
+        assert_eq!(b.created_at, datetime!(2026-11-28 10:00 UTC));
+        assert_eq!(b.started_at, Some(datetime!(2026-11-28 10:01 UTC)));
+        assert_eq!(b.finished_at, Some(datetime!(2026-11-28 10:02 UTC)));
+        assert_eq!(b.attempts.len(), 1);
+        assert_eq!(b.attempts[0].outcome, Some(BuildStatus::Succeeded));
+    }
+
+    #[test]
+    fn given_only_queued_then_queued_without_times() {
+        let b = fold(&[queued()]).expect("known");
+        assert_eq!(b.status, BuildStatus::Queued);
+        assert_eq!((b.started_at, b.finished_at, b.attempt), (None, None, 0));
+    }
+
+    #[test]
+    fn duplicates_change_nothing() {
+        let once = fold(&[queued(), started(1, 1), finished(1, 2, BuildStatus::Failed)]);
+        let twice = fold(&[
+            queued(), queued(), started(1, 1), started(1, 1),
+            finished(1, 2, BuildStatus::Failed), finished(1, 2, BuildStatus::Failed),
+        ]);
+        assert_eq!(once, twice);
+    }
+
+    #[test]
+    fn a_superseded_attempt_cannot_end_the_build() {
+        let b = fold(&[queued(), started(1, 1), started(2, 3), finished(1, 4, BuildStatus::Failed)])
+            .expect("known");
+        assert_eq!(b.status, BuildStatus::Running);
+        assert_eq!(b.attempt, 2);
+        assert_eq!(b.attempts[0].outcome, Some(BuildStatus::Errored), "attempt 1 was lost");
+        let b = apply(Some(b), &finished(2, 5, BuildStatus::Succeeded)).expect("known");
+        assert_eq!(b.status, BuildStatus::Succeeded);
+    }
+
+    #[test]
+    fn events_of_unknown_builds_are_ignored() {
+        assert_eq!(fold(&[started(1, 1)]), None);
+    }
+}

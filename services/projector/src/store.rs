@@ -1,0 +1,177 @@
+//! The redb file that holds the read model. Written only by the fold of JetStream events.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hermes_schemas::{Envelope, LogLine};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::model::{self, Build};
+
+/// build id → build JSON.
+const BUILDS: TableDefinition<&str, &[u8]> = TableDefinition::new("builds");
+/// (repository, number) → build id.
+const BY_REPO: TableDefinition<(&str, u64), &str> = TableDefinition::new("builds_by_repo");
+/// stream sequence of `build.queued` → build id: every build, oldest first.
+const BY_SEQ: TableDefinition<u64, &str> = TableDefinition::new("builds_by_seq");
+/// (build id, attempt, line) → text.
+const LOGS: TableDefinition<(&str, u32, u64), &str> = TableDefinition::new("logs");
+/// stream name → last applied stream sequence.
+const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("checkpoints");
+
+#[derive(Debug, thiserror::Error)]
+#[error("read model: {0}")]
+pub struct StoreError(String);
+
+fn err<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError(e.to_string())
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let db = Database::create(path).map_err(err)?;
+        let txn = db.begin_write().map_err(err)?;
+        {
+            txn.open_table(BUILDS).map_err(err)?;
+            txn.open_table(BY_REPO).map_err(err)?;
+            txn.open_table(BY_SEQ).map_err(err)?;
+            txn.open_table(LOGS).map_err(err)?;
+            txn.open_table(CHECKPOINTS).map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    pub fn checkpoint(&self, stream: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(CHECKPOINTS).map_err(err)?;
+        Ok(t.get(stream).map_err(err)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Folds a batch of build events, and stores the last sequence, in one write transaction.
+    /// Events at or below the stored checkpoint are skipped, so a batch applied twice is harmless.
+    pub fn apply_builds(&self, stream: &str, batch: &[(u64, Envelope)]) -> Result<(), StoreError> {
+        let Some(&(last, _)) = batch.last() else { return Ok(()) };
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut ckpt = txn.open_table(CHECKPOINTS).map_err(err)?;
+            let done = ckpt.get(stream).map_err(err)?.map(|v| v.value()).unwrap_or(0);
+            let mut builds = txn.open_table(BUILDS).map_err(err)?;
+            let mut by_repo = txn.open_table(BY_REPO).map_err(err)?;
+            let mut by_seq = txn.open_table(BY_SEQ).map_err(err)?;
+            for (seq, event) in batch.iter().filter(|(seq, _)| *seq > done) {
+                let id = event.build_id.as_str();
+                let before: Option<Build> = match builds.get(id).map_err(err)? {
+                    Some(v) => Some(serde_json::from_slice(v.value()).map_err(err)?),
+                    None => None,
+                };
+                let known = before.is_some();
+                let Some(after) = model::apply(before, event) else {
+                    tracing::warn!(build = id, seq, "Event for an unknown build ignored.");
+                    continue;
+                };
+                if !known {
+                    by_repo.insert((after.repo.as_str(), after.number), id).map_err(err)?;
+                    by_seq.insert(*seq, id).map_err(err)?;
+                }
+                builds.insert(id, serde_json::to_vec(&after).map_err(err)?.as_slice()).map_err(err)?;
+            }
+            ckpt.insert(stream, last.max(done)).map_err(err)?;
+        }
+        txn.commit().map_err(err)
+    }
+
+    /// Stores a batch of log lines and the last sequence in one write transaction.
+    pub fn apply_logs(&self, stream: &str, batch: &[(u64, LogLine)]) -> Result<(), StoreError> {
+        let Some(&(last, _)) = batch.last() else { return Ok(()) };
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut ckpt = txn.open_table(CHECKPOINTS).map_err(err)?;
+            let done = ckpt.get(stream).map_err(err)?.map(|v| v.value()).unwrap_or(0);
+            let mut logs = txn.open_table(LOGS).map_err(err)?;
+            for (_, l) in batch.iter().filter(|(seq, _)| *seq > done) {
+                logs.insert((l.build_id.as_str(), l.attempt, l.line), l.text.as_str()).map_err(err)?;
+            }
+            ckpt.insert(stream, last.max(done)).map_err(err)?;
+        }
+        txn.commit().map_err(err)
+    }
+
+    pub fn build(&self, id: &str) -> Result<Option<Build>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(BUILDS).map_err(err)?;
+        match t.get(id).map_err(err)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(err)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The builds of `repo` (all repositories when `None`), newest first.
+    pub fn list(&self, repo: Option<&str>, limit: usize) -> Result<Vec<Build>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let builds = txn.open_table(BUILDS).map_err(err)?;
+        let mut ids = Vec::new();
+        match repo {
+            Some(repo) => {
+                let t = txn.open_table(BY_REPO).map_err(err)?;
+                for row in t.range((repo, 0)..=(repo, u64::MAX)).map_err(err)?.rev().take(limit) {
+                    ids.push(row.map_err(err)?.1.value().to_owned());
+                }
+            }
+            None => {
+                let t = txn.open_table(BY_SEQ).map_err(err)?;
+                for row in t.iter().map_err(err)?.rev().take(limit) {
+                    ids.push(row.map_err(err)?.1.value().to_owned());
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(v) = builds.get(id.as_str()).map_err(err)? {
+                out.push(serde_json::from_slice(v.value()).map_err(err)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The whole log of a build so far, every attempt in order, one line each.
+    pub fn log(&self, id: &str) -> Result<String, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(LOGS).map_err(err)?;
+        let mut out = String::new();
+        for row in t.range((id, 0, 0)..=(id, u32::MAX, u64::MAX)).map_err(err)? {
+            out.push_str(row.map_err(err)?.1.value());
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    /// Every table as text, in key order: two stores with equal dumps answer every query alike.
+    pub fn dump(&self) -> Result<String, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let mut out = String::new();
+        for row in txn.open_table(BUILDS).map_err(err)?.iter().map_err(err)? {
+            let row = row.map_err(err)?;
+            out.push_str(&format!("build {} {}\n", row.0.value(), String::from_utf8_lossy(row.1.value())));
+        }
+        for row in txn.open_table(BY_REPO).map_err(err)?.iter().map_err(err)? {
+            let row = row.map_err(err)?;
+            let (repo, n) = row.0.value();
+            out.push_str(&format!("repo {repo} {n} {}\n", row.1.value()));
+        }
+        for row in txn.open_table(LOGS).map_err(err)?.iter().map_err(err)? {
+            let row = row.map_err(err)?;
+            let (id, a, l) = row.0.value();
+            out.push_str(&format!("log {id} {a} {l} {}\n", row.1.value()));
+        }
+        Ok(out)
+    }
+}

@@ -106,10 +106,17 @@ impl Bus {
                 }
             }
         }
-        let fut = self.js.send_publish(subject, publish).await.map_err(classify)?;
+        let fut = self
+            .js
+            .send_publish(subject, publish)
+            .await
+            .map_err(classify)?;
         Ok(async move {
             let ack = fut.await.map_err(classify)?;
-            Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate })
+            Ok(Published {
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            })
         })
     }
 

@@ -7,17 +7,38 @@ use crate::bus::BusError;
 
 /// `(file, JSON)` of every stream definition.
 pub const STREAMS: &[(&str, &str)] = &[
-    ("HERMES_WEBHOOKS", include_str!("../definitions/streams/HERMES_WEBHOOKS.json")),
-    ("HERMES_BUILDS", include_str!("../definitions/streams/HERMES_BUILDS.json")),
-    ("HERMES_LOGS", include_str!("../definitions/streams/HERMES_LOGS.json")),
-    ("HERMES_JOBS", include_str!("../definitions/streams/HERMES_JOBS.json")),
-    ("KV_HERMES_SCHEDULER", include_str!("../definitions/streams/KV_HERMES_SCHEDULER.json")),
+    (
+        "HERMES_WEBHOOKS",
+        include_str!("../definitions/streams/HERMES_WEBHOOKS.json"),
+    ),
+    (
+        "HERMES_BUILDS",
+        include_str!("../definitions/streams/HERMES_BUILDS.json"),
+    ),
+    (
+        "HERMES_LOGS",
+        include_str!("../definitions/streams/HERMES_LOGS.json"),
+    ),
+    (
+        "HERMES_JOBS",
+        include_str!("../definitions/streams/HERMES_JOBS.json"),
+    ),
+    (
+        "KV_HERMES_SCHEDULER",
+        include_str!("../definitions/streams/KV_HERMES_SCHEDULER.json"),
+    ),
 ];
 
 /// `(stream, JSON)` of every durable consumer definition.
 pub const CONSUMERS: &[(&str, &str)] = &[
-    ("HERMES_WEBHOOKS", include_str!("../definitions/consumers/HERMES_WEBHOOKS.scheduler.json")),
-    ("HERMES_JOBS", include_str!("../definitions/consumers/HERMES_JOBS.runner-default.json")),
+    (
+        "HERMES_WEBHOOKS",
+        include_str!("../definitions/consumers/HERMES_WEBHOOKS.scheduler.json"),
+    ),
+    (
+        "HERMES_JOBS",
+        include_str!("../definitions/consumers/HERMES_JOBS.runner-default.json"),
+    ),
 ];
 
 /// The key-value bucket the scheduler keeps its counters in (stream `KV_HERMES_SCHEDULER`).
@@ -30,11 +51,33 @@ pub fn runner_consumer(pool: &str) -> String {
     format!("runner-{pool}")
 }
 
+/// The consumer definition of a runner pool: the `default` pool's, with the pool's name and subject.
+pub fn runner_consumer_config(pool: &str) -> Result<consumer::pull::Config, BusError> {
+    let (_, json) = CONSUMERS
+        .iter()
+        .find(|(stream, _)| *stream == hermes_schemas::subjects::JOBS_STREAM)
+        .ok_or_else(|| BusError::Definition("no runner consumer definition".into()))?;
+    let mut config: consumer::pull::Config = serde_json::from_str(json)
+        .map_err(|e| BusError::Definition(format!("runner consumer: {e}")))?;
+    config.durable_name = Some(runner_consumer(pool));
+    config.filter_subject = hermes_schemas::subjects::build_command(pool);
+    Ok(config)
+}
+
+/// A pool name is one subject token and part of a consumer name: `[a-z0-9_-]`, 1 to 32 characters.
+pub fn valid_pool(pool: &str) -> bool {
+    (1..=32).contains(&pool.len())
+        && pool
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 pub fn streams() -> Result<Vec<stream::Config>, BusError> {
     STREAMS
         .iter()
         .map(|(name, json)| {
-            serde_json::from_str(json).map_err(|e| BusError::Definition(format!("stream {name}: {e}")))
+            serde_json::from_str(json)
+                .map_err(|e| BusError::Definition(format!("stream {name}: {e}")))
         })
         .collect()
 }
@@ -82,10 +125,18 @@ mod tests {
         assert_eq!(streams.len(), STREAMS.len());
         let names: Vec<_> = streams.iter().map(|s| s.name.as_str()).collect();
         for (stream, c) in consumers().expect("consumer definitions parse") {
-            assert!(names.contains(&stream), "consumer on unknown stream {stream}");
+            assert!(
+                names.contains(&stream),
+                "consumer on unknown stream {stream}"
+            );
             assert_eq!(c.ack_policy, consumer::AckPolicy::Explicit);
         }
-        let jobs = streams.iter().find(|s| s.name == hermes_schemas::subjects::JOBS_STREAM);
-        assert_eq!(jobs.map(|s| s.retention), Some(stream::RetentionPolicy::WorkQueue));
+        let jobs = streams
+            .iter()
+            .find(|s| s.name == hermes_schemas::subjects::JOBS_STREAM);
+        assert_eq!(
+            jobs.map(|s| s.retention),
+            Some(stream::RetentionPolicy::WorkQueue)
+        );
     }
 }

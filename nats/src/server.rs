@@ -15,12 +15,17 @@ pub const MAX_PAYLOAD: u64 = 32 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot start nats-server ({bin}): {source}; install it with scripts/install-nats-server or set HERMES_NATS_SERVER")]
+    #[error(
+        "cannot start nats-server ({bin}): {source}; install it with scripts/install-nats-server or set HERMES_NATS_SERVER"
+    )]
     Spawn { bin: String, source: std::io::Error },
     #[error("nats-server did not come up within {0:?}: {1}")]
     NotReady(Duration, String),
     #[error("I/O in {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A running `nats-server`, stopped (SIGTERM, then SIGKILL) by [`NatsServer::stop`] or on drop.
@@ -44,16 +49,28 @@ impl NatsServer {
         let dir = tokio::fs::canonicalize(dir).await.map_err(io(dir))?;
         let ports_dir = dir.join("ports");
         // A stale ports file of an earlier run must not be mistaken for this one's.
-        let _ = tokio::fs::remove_dir_all(&ports_dir).await;
-        tokio::fs::create_dir_all(&ports_dir).await.map_err(io(&ports_dir))?;
-        let listen = if port == 0 { "-1".to_owned() } else { port.to_string() };
+        if let Err(e) = tokio::fs::remove_dir_all(&ports_dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(ServerError::Io { path: ports_dir, source: e });
+        }
+        tokio::fs::create_dir_all(&ports_dir)
+            .await
+            .map_err(io(&ports_dir))?;
+        let listen = if port == 0 {
+            "-1".to_owned()
+        } else {
+            port.to_string()
+        };
         let conf = format!(
             "listen: \"127.0.0.1:{listen}\"\nmax_payload: {MAX_PAYLOAD}\nports_file_dir: {:?}\njetstream {{\n  store_dir: {:?}\n}}\n",
             ports_dir.display().to_string(),
             dir.join("jetstream").display().to_string(),
         );
         let conf_path = dir.join("nats-server.conf");
-        tokio::fs::write(&conf_path, conf).await.map_err(io(&conf_path))?;
+        tokio::fs::write(&conf_path, conf)
+            .await
+            .map_err(io(&conf_path))?;
         let log_path = dir.join("nats-server.log");
         let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
         let bin = binary();
@@ -65,9 +82,19 @@ impl NatsServer {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| ServerError::Spawn { bin: bin.display().to_string(), source })?;
-        let mut server = Self { child: Some(child), url: String::new(), port: 0, dir };
-        server.port = server.wait_ready(&ports_dir, Duration::from_secs(20)).await?;
+            .map_err(|source| ServerError::Spawn {
+                bin: bin.display().to_string(),
+                source,
+            })?;
+        let mut server = Self {
+            child: Some(child),
+            url: String::new(),
+            port: 0,
+            dir,
+        };
+        server.port = server
+            .wait_ready(&ports_dir, Duration::from_secs(20))
+            .await?;
         server.url = format!("nats://127.0.0.1:{}", server.port);
         Ok(server)
     }
@@ -78,11 +105,17 @@ impl NatsServer {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                let log = std::fs::read_to_string(self.dir.join("nats-server.log")).unwrap_or_default();
-                return Err(ServerError::NotReady(within, format!("exited with {status}: {log}")));
+                let log =
+                    std::fs::read_to_string(self.dir.join("nats-server.log")).unwrap_or_default();
+                return Err(ServerError::NotReady(
+                    within,
+                    format!("exited with {status}: {log}"),
+                ));
             }
             if let Some(port) = read_port(ports_dir).await
-                && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+                && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
             {
                 return Ok(port);
             }
@@ -107,20 +140,32 @@ impl NatsServer {
 
     /// Stops the server: SIGTERM, then SIGKILL after `grace`.
     pub async fn stop(&mut self, grace: Duration) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         if let Some(pid) = child.id() {
-            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+            if let Err(e) = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await {
+                tracing::debug!(error = %e, "kill -TERM failed.");
+            }
             if tokio::time::timeout(grace, child.wait()).await.is_ok() {
                 return;
             }
         }
-        let _ = child.kill().await;
+        if let Err(e) = child.kill().await {
+            tracing::debug!(error = %e, "Killing nats-server failed.");
+        }
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
+            if let Err(e) = child.kill().await {
+                tracing::debug!(error = %e, "Killing nats-server failed.");
+            }
         }
     }
 
@@ -135,12 +180,14 @@ impl NatsServer {
 
 /// The `nats-server` binary to run.
 pub fn binary() -> PathBuf {
-    std::env::var_os("HERMES_NATS_SERVER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("nats-server"))
+    std::env::var_os("HERMES_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
 }
 
 async fn read_port(ports_dir: &Path) -> Option<u16> {
     let mut entries = tokio::fs::read_dir(ports_dir).await.ok()?;
-    while let Ok(Some(entry)) = entries.next_entry().await {
+    if let Ok(Some(entry)) = entries.next_entry().await {
         let text = tokio::fs::read_to_string(entry.path()).await.ok()?;
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
         let url = v.get("nats")?.get(0)?.as_str()?;
@@ -155,7 +202,11 @@ pub async fn reachable(url: &str) -> bool {
     let hostport = first.split("://").last().unwrap_or(first);
     let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
     matches!(
-        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(hostport)).await,
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect(hostport)
+        )
+        .await,
         Ok(Ok(_))
     )
 }

@@ -36,7 +36,17 @@ impl BuildCommand {
         commit: CommitSha,
         clone_url: String,
     ) -> Self {
-        Self { kind: build_command_type(), version: 1, build_id, repo, number, trigger, git_ref, commit, clone_url }
+        Self {
+            kind: build_command_type(),
+            version: 1,
+            build_id,
+            repo,
+            number,
+            trigger,
+            git_ref,
+            commit,
+            clone_url,
+        }
     }
 
     /// Deterministic id, also the `Nats-Msg-Id`.

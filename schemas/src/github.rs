@@ -90,7 +90,10 @@ pub fn decide(event: &str, body: &[u8]) -> Result<Decision, PayloadError> {
             }
             let commit = commit(&p.after, "after")?;
             if commit.is_zero() {
-                return Ok(Decision::Skip(format!("push of {} has no commit", p.git_ref)));
+                return Ok(Decision::Skip(format!(
+                    "push of {} has no commit",
+                    p.git_ref
+                )));
             }
             Ok(Decision::Build(BuildRequest {
                 repo: repo(&p.repository.full_name)?,
@@ -104,10 +107,15 @@ pub fn decide(event: &str, body: &[u8]) -> Result<Decision, PayloadError> {
         "pull_request" => {
             let p: PullRequestEvent = parse(body)?;
             if !matches!(p.action.as_str(), "opened" | "synchronize" | "reopened") {
-                return Ok(Decision::Skip(format!("pull_request action {:?} does not build", p.action)));
+                return Ok(Decision::Skip(format!(
+                    "pull_request action {:?} does not build",
+                    p.action
+                )));
             }
             let Some(head_repo) = p.pull_request.head.repo else {
-                return Ok(Decision::Skip("pull request head repository is gone".to_owned()));
+                return Ok(Decision::Skip(
+                    "pull request head repository is gone".to_owned(),
+                ));
             };
             Ok(Decision::Build(BuildRequest {
                 repo: repo(&p.repository.full_name)?,
@@ -123,7 +131,8 @@ pub fn decide(event: &str, body: &[u8]) -> Result<Decision, PayloadError> {
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, PayloadError> {
-    serde_json::from_slice(body).map_err(|e| PayloadError(format!("payload does not fit the event: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| PayloadError(format!("payload does not fit the event: {e}")))
 }
 
 fn repo(full_name: &str) -> Result<RepoName, PayloadError> {
@@ -138,7 +147,9 @@ fn commit(sha: &str, field: &str) -> Result<CommitSha, PayloadError> {
 /// characters and absurd lengths are refused.
 fn git_ref(r: String, field: &str) -> Result<String, PayloadError> {
     if r.is_empty() || r.len() > 1024 || r.chars().any(char::is_control) {
-        return Err(PayloadError(format!("{field}: {r:?} is not a usable git ref")));
+        return Err(PayloadError(format!(
+            "{field}: {r:?} is not a usable git ref"
+        )));
     }
     Ok(r)
 }
@@ -174,7 +185,10 @@ mod tests {
         };
         assert_eq!(b.commit.as_str(), SHA);
         assert_eq!(b.git_ref, "refs/heads/main");
-        assert!(matches!(decide("push", &push(&"0".repeat(40), true, "o/r")), Ok(Decision::Skip(_))));
+        assert!(matches!(
+            decide("push", &push(&"0".repeat(40), true, "o/r")),
+            Ok(Decision::Skip(_))
+        ));
     }
 
     #[test]
@@ -189,12 +203,18 @@ mod tests {
 
     #[test]
     fn other_events_and_actions_are_skipped_unread() {
-        assert!(matches!(decide("star", b"not even json"), Ok(Decision::Skip(_))));
+        assert!(matches!(
+            decide("star", b"not even json"),
+            Ok(Decision::Skip(_))
+        ));
         let closed = serde_json::json!({
             "action": "closed", "number": 1,
             "pull_request": {"head": {"sha": SHA, "ref": "x", "repo": null}},
             "repository": {"full_name": "o/r"}
         });
-        assert!(matches!(decide("pull_request", closed.to_string().as_bytes()), Ok(Decision::Skip(_))));
+        assert!(matches!(
+            decide("pull_request", closed.to_string().as_bytes()),
+            Ok(Decision::Skip(_))
+        ));
     }
 }

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 /// Why an identifier was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    #[error("repository name {0:?} is not of the form OWNER/NAME with letters, digits, '.', '-', '_'")]
+    #[error(
+        "repository name {0:?} is not of the form OWNER/NAME with letters, digits, '.', '-', '_'"
+    )]
     Repo(String),
     #[error("build id {0:?} is not 1 to 64 characters of [a-z0-9-]")]
     Build(String),
@@ -18,7 +20,9 @@ pub enum IdError {
 }
 
 /// A build's id: lowercase letters, digits and `-`, at most 64 characters. Subject- and path-safe.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct BuildId(String);
 
@@ -26,8 +30,13 @@ impl BuildId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if ok { Ok(Self(s.to_owned())) } else { Err(IdError::Build(s.to_owned())) }
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::Build(s.to_owned()))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -58,7 +67,9 @@ impl fmt::Display for BuildId {
 ///
 /// GitHub allows letters, digits, `-`, `_` and `.` in both parts; `.` and `..` alone are refused
 /// so that the name can never walk a path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct RepoName(String);
 
@@ -69,7 +80,8 @@ impl RepoName {
                 && p.len() <= 100
                 && p != "."
                 && p != ".."
-                && p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         };
         match s.split_once('/') {
             Some((owner, name)) if part_ok(owner) && part_ok(name) => Ok(Self(s.to_owned())),
@@ -123,8 +135,13 @@ pub struct CommitSha(String);
 impl CommitSha {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = (s.len() == 40 || s.len() == 64)
-            && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if ok { Ok(Self(s.to_owned())) } else { Err(IdError::Commit(s.to_owned())) }
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::Commit(s.to_owned()))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -162,7 +179,9 @@ mod tests {
 
     #[test]
     fn repo_names_that_could_walk_a_path_or_break_a_subject_are_refused() {
-        for bad in ["", "a", "a/", "/b", "../b", "a/..", "a/b/c", "a b/c", "a/b\n", "a/$(x)", "a/b>"] {
+        for bad in [
+            "", "a", "a/", "/b", "../b", "a/..", "a/b/c", "a b/c", "a/b\n", "a/$(x)", "a/b>",
+        ] {
             assert!(RepoName::parse(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(RepoName::parse("Codertocat/Hello-World").is_ok());

@@ -15,10 +15,20 @@ pub const DEFAULT_POOL: &str = "default";
 pub fn webhook(event: &str) -> String {
     let token: String = event
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect();
-    let token = if token.is_empty() { "_".to_owned() } else { token };
+    let token = if token.is_empty() {
+        "_".to_owned()
+    } else {
+        token
+    };
     format!("hermes.webhook.github.{token}")
 }
 

@@ -15,5 +15,8 @@ fn committed_json_schemas_are_fresh() {
             stale.push(name);
         }
     }
-    assert!(stale.is_empty(), "stale JSON Schema files rewritten, commit them: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "stale JSON Schema files rewritten, commit them: {stale:?}"
+    );
 }

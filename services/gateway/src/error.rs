@@ -36,7 +36,8 @@ impl IntoResponse for GatewayError {
         let body = Json(serde_json::json!({"error": code, "message": self.to_string()}));
         let mut resp = (status, body).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("5"));
+            resp.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("5"));
         }
         resp
     }

@@ -27,7 +27,8 @@ impl fmt::Debug for Secret {
 
 /// The `X-Hub-Signature-256` value GitHub would send for `body`.
 pub fn sign(secret: &Secret, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose()).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.expose()).expect("HMAC takes keys of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -35,9 +36,14 @@ pub fn sign(secret: &Secret, body: &[u8]) -> String {
 /// True when `header` is the signature of `body`. The comparison takes the same time wherever the
 /// first difference is.
 pub fn verify(secret: &Secret, body: &[u8], header: &str) -> bool {
-    let Some(hex_sig) = header.trim().strip_prefix("sha256=") else { return false };
-    let Ok(expected) = hex::decode(hex_sig) else { return false };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose()).expect("HMAC takes keys of any length");
+    let Some(hex_sig) = header.trim().strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.expose()).expect("HMAC takes keys of any length");
     mac.update(body);
     mac.verify_slice(&expected).is_ok()
 }
@@ -61,7 +67,11 @@ mod tests {
         let good = sign(&secret, b"Hello, World!");
         assert!(!verify(&Secret::new("other"), b"Hello, World!", &good));
         assert!(!verify(&secret, b"Hello, World?", &good));
-        assert!(!verify(&secret, b"Hello, World!", good.trim_start_matches("sha256=")));
+        assert!(!verify(
+            &secret,
+            b"Hello, World!",
+            good.trim_start_matches("sha256=")
+        ));
         assert!(!verify(&secret, b"Hello, World!", "sha256=zz"));
         assert!(!verify(&secret, b"Hello, World!", ""));
     }

@@ -45,7 +45,9 @@ async fn receive(
     let sig = header(&headers, "x-hub-signature-256")
         .ok_or_else(|| GatewayError::Unauthorized("X-Hub-Signature-256 is missing".into()))?;
     if !signature::verify(&state.secret, &body, sig) {
-        return Err(GatewayError::Unauthorized("X-Hub-Signature-256 does not match the body".into()));
+        return Err(GatewayError::Unauthorized(
+            "X-Hub-Signature-256 does not match the body".into(),
+        ));
     }
 
     let delivery = delivery_headers(&headers)?;
@@ -63,7 +65,9 @@ async fn receive(
     nats_headers.insert(wh::EVENT, HeaderValue::from(delivery.event));
     nats_headers.insert(wh::DELIVERY, HeaderValue::from(delivery.id));
     nats_headers.insert(wh::HOOK_ID, HeaderValue::from(delivery.hook_id));
-    let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+    let now = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
     nats_headers.insert(wh::RECEIVED_AT, HeaderValue::from(now.as_str()));
     let published = state
         .bus
@@ -85,7 +89,11 @@ async fn receive(
         delivery = %key, event = delivery.event, sequence = published.sequence,
         duplicate = published.duplicate, builds, "Delivery recorded."
     );
-    let status = if published.duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let status = if published.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((
         status,
         Json(json!({
@@ -112,13 +120,19 @@ fn delivery_headers(headers: &HeaderMap) -> Result<Delivery<'_>, GatewayError> {
     let id = required("X-GitHub-Delivery")?;
     let hook_id = required("X-GitHub-Hook-ID")?;
     if event.len() > 64 || !event.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-        return Err(GatewayError::BadRequest(format!("X-GitHub-Event {event:?} is not an event name")));
+        return Err(GatewayError::BadRequest(format!(
+            "X-GitHub-Event {event:?} is not an event name"
+        )));
     }
     if id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(GatewayError::BadRequest(format!("X-GitHub-Delivery {id:?} is not a delivery id")));
+        return Err(GatewayError::BadRequest(format!(
+            "X-GitHub-Delivery {id:?} is not a delivery id"
+        )));
     }
     if hook_id.len() > 20 || !hook_id.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(GatewayError::BadRequest(format!("X-GitHub-Hook-ID {hook_id:?} is not a hook id")));
+        return Err(GatewayError::BadRequest(format!(
+            "X-GitHub-Hook-ID {hook_id:?} is not a hook id"
+        )));
     }
     Ok(Delivery { event, id, hook_id })
 }
@@ -127,18 +141,33 @@ fn delivery_headers(headers: &HeaderMap) -> Result<Delivery<'_>, GatewayError> {
 /// field. Either way it must be one valid JSON object.
 fn json_payload(headers: &HeaderMap, body: &Bytes) -> Result<Bytes, GatewayError> {
     let content_type = header(headers, "content-type").unwrap_or("application/json");
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let json = match mime.as_str() {
         "application/json" | "" => body.clone(),
         "application/x-www-form-urlencoded" => form_urlencoded::parse(body)
             .find(|(k, _)| k == "payload")
             .map(|(_, v)| Bytes::from(v.into_owned()))
-            .ok_or_else(|| GatewayError::BadRequest("form-encoded delivery has no payload field".into()))?,
-        other => return Err(GatewayError::BadRequest(format!("Content-Type {other:?} is not JSON or a form"))),
+            .ok_or_else(|| {
+                GatewayError::BadRequest("form-encoded delivery has no payload field".into())
+            })?,
+        other => {
+            return Err(GatewayError::BadRequest(format!(
+                "Content-Type {other:?} is not JSON or a form"
+            )));
+        }
     };
     match serde_json::from_slice::<serde_json::Value>(&json) {
         Ok(serde_json::Value::Object(_)) => Ok(json),
-        Ok(_) => Err(GatewayError::BadRequest("payload is not a JSON object".into())),
-        Err(e) => Err(GatewayError::BadRequest(format!("payload is not valid JSON: {e}"))),
+        Ok(_) => Err(GatewayError::BadRequest(
+            "payload is not a JSON object".into(),
+        )),
+        Err(e) => Err(GatewayError::BadRequest(format!(
+            "payload is not valid JSON: {e}"
+        ))),
     }
 }

@@ -28,7 +28,11 @@ impl IntoResponse for ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        (status, Json(serde_json::json!({"error": code, "message": self.to_string()}))).into_response()
+        (
+            status,
+            Json(serde_json::json!({"error": code, "message": self.to_string()})),
+        )
+            .into_response()
     }
 }
 
@@ -53,7 +57,10 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list(State(store): State<Store>, Query(q): Query<ListQuery>) -> Result<Json<Vec<Build>>, ApiError> {
+async fn list(
+    State(store): State<Store>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Build>>, ApiError> {
     if let Some(repo) = &q.repo {
         hermes_schemas::RepoName::parse(repo).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
@@ -75,9 +82,11 @@ async fn one(State(store): State<Store>, Path(id): Path<String>) -> Result<Json<
 
 async fn logs(State(store): State<Store>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let lookup = id.clone();
-    let (build, text) = tokio::task::spawn_blocking(move || Ok::<_, crate::StoreError>((store.build(&lookup)?, store.log(&lookup)?)))
-        .await
-        .map_err(|_| ApiError::Internal)??;
+    let (build, text) = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::StoreError>((store.build(&lookup)?, store.log(&lookup)?))
+    })
+    .await
+    .map_err(|_| ApiError::Internal)??;
     if build.is_none() && text.is_empty() {
         return Err(ApiError::NotFound(id));
     }

@@ -40,7 +40,11 @@ pub enum ProjectorError {
 }
 
 /// Folds both streams into `store` until `shutdown` is cancelled.
-pub async fn run(bus: Bus, store: Store, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+pub async fn run(
+    bus: Bus,
+    store: Store,
+    shutdown: CancellationToken,
+) -> Result<(), ProjectorError> {
     let builds = follow::<Envelope>(
         bus.clone(),
         store.clone(),
@@ -48,9 +52,13 @@ pub async fn run(bus: Bus, store: Store, shutdown: CancellationToken) -> Result<
         shutdown.clone(),
         |s, stream, batch| s.apply_builds(stream, batch),
     );
-    let logs = follow::<LogLine>(bus, store, subjects::LOGS_STREAM, shutdown, |s, stream, batch| {
-        s.apply_logs(stream, batch)
-    });
+    let logs = follow::<LogLine>(
+        bus,
+        store,
+        subjects::LOGS_STREAM,
+        shutdown,
+        |s, stream, batch| s.apply_logs(stream, batch),
+    );
     let (a, b) = tokio::join!(builds, logs);
     a.and(b)
 }
@@ -68,14 +76,23 @@ async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
     'reconnect: loop {
         let from = store.checkpoint(stream_name)?;
         let consumer = async {
-            let stream = bus.js.get_stream_no_info(stream_name).await.map_err(|e| e.to_string())?;
+            let stream = bus
+                .js
+                .get_stream_no_info(stream_name)
+                .await
+                .map_err(|e| e.to_string())?;
             let deliver_policy = if from == 0 {
                 DeliverPolicy::All
             } else {
-                DeliverPolicy::ByStartSequence { start_sequence: from + 1 }
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: from + 1,
+                }
             };
             let consumer = stream
-                .create_consumer(OrderedConfig { deliver_policy, ..Default::default() })
+                .create_consumer(OrderedConfig {
+                    deliver_policy,
+                    ..Default::default()
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             consumer.messages().await.map_err(|e| e.to_string())
@@ -98,7 +115,9 @@ async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
                 () = shutdown.cancelled() => return Ok(()),
                 c = chunks.next() => c,
             };
-            let Some(chunk) = chunk else { continue 'reconnect };
+            let Some(chunk) = chunk else {
+                continue 'reconnect;
+            };
             let mut batch = Vec::with_capacity(chunk.len());
             for item in chunk {
                 let msg = match item {

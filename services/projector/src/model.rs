@@ -120,27 +120,50 @@ mod tests {
 
     fn ev(attempt: u32, minute: u8, event: BuildEvent) -> Envelope {
         let t = datetime!(2026-11-28 10:00 UTC) + time::Duration::minutes(minute.into());
-        Envelope::new(id(), RepoName::parse("octo/hello").expect("valid"), attempt, t, event)
+        Envelope::new(
+            id(),
+            RepoName::parse("octo/hello").expect("valid"),
+            attempt,
+            t,
+            event,
+        )
     }
 
     fn queued() -> Envelope {
-        ev(0, 0, BuildEvent::Queued(Queued {
-            number: 7,
-            trigger: TriggerEvent::Push,
-            git_ref: "refs/heads/main".into(),
-            commit: CommitSha::parse(&"a".repeat(40)).expect("valid"),
-            clone_url: "file:///r".into(),
-            pull_request: None,
-            delivery: Some("1:d".into()),
-        }))
+        ev(
+            0,
+            0,
+            BuildEvent::Queued(Queued {
+                number: 7,
+                trigger: TriggerEvent::Push,
+                git_ref: "refs/heads/main".into(),
+                commit: CommitSha::parse(&"a".repeat(40)).expect("valid"),
+                clone_url: "file:///r".into(),
+                pull_request: None,
+                delivery: Some("1:d".into()),
+            }),
+        )
     }
 
     fn started(attempt: u32, minute: u8) -> Envelope {
-        ev(attempt, minute, BuildEvent::Started(Started { runner: format!("r{attempt}") }))
+        ev(
+            attempt,
+            minute,
+            BuildEvent::Started(Started {
+                runner: format!("r{attempt}"),
+            }),
+        )
     }
 
     fn finished(attempt: u32, minute: u8, status: BuildStatus) -> Envelope {
-        ev(attempt, minute, BuildEvent::Finished(Finished { status, error: None }))
+        ev(
+            attempt,
+            minute,
+            BuildEvent::Finished(Finished {
+                status,
+                error: None,
+            }),
+        )
     }
 
     fn fold(events: &[Envelope]) -> Option<Build> {
@@ -149,7 +172,12 @@ mod tests {
 
     #[test]
     fn given_queued_started_finished_then_succeeded_with_times() {
-        let b = fold(&[queued(), started(1, 1), finished(1, 2, BuildStatus::Succeeded)]).expect("known");
+        let b = fold(&[
+            queued(),
+            started(1, 1),
+            finished(1, 2, BuildStatus::Succeeded),
+        ])
+        .expect("known");
         assert_eq!(b.number, 7);
         assert_eq!(b.status, BuildStatus::Succeeded);
         assert_eq!(b.created_at, datetime!(2026-11-28 10:00 UTC));
@@ -170,19 +198,32 @@ mod tests {
     fn duplicates_change_nothing() {
         let once = fold(&[queued(), started(1, 1), finished(1, 2, BuildStatus::Failed)]);
         let twice = fold(&[
-            queued(), queued(), started(1, 1), started(1, 1),
-            finished(1, 2, BuildStatus::Failed), finished(1, 2, BuildStatus::Failed),
+            queued(),
+            queued(),
+            started(1, 1),
+            started(1, 1),
+            finished(1, 2, BuildStatus::Failed),
+            finished(1, 2, BuildStatus::Failed),
         ]);
         assert_eq!(once, twice);
     }
 
     #[test]
     fn a_superseded_attempt_cannot_end_the_build() {
-        let b = fold(&[queued(), started(1, 1), started(2, 3), finished(1, 4, BuildStatus::Failed)])
-            .expect("known");
+        let b = fold(&[
+            queued(),
+            started(1, 1),
+            started(2, 3),
+            finished(1, 4, BuildStatus::Failed),
+        ])
+        .expect("known");
         assert_eq!(b.status, BuildStatus::Running);
         assert_eq!(b.attempt, 2);
-        assert_eq!(b.attempts[0].outcome, Some(BuildStatus::Errored), "attempt 1 was lost");
+        assert_eq!(
+            b.attempts[0].outcome,
+            Some(BuildStatus::Errored),
+            "attempt 1 was lost"
+        );
         let b = apply(Some(b), &finished(2, 5, BuildStatus::Succeeded)).expect("known");
         assert_eq!(b.status, BuildStatus::Succeeded);
     }

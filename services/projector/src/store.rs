@@ -59,11 +59,17 @@ impl Store {
     /// Folds a batch of build events, and stores the last sequence, in one write transaction.
     /// Events at or below the stored checkpoint are skipped, so a batch applied twice is harmless.
     pub fn apply_builds(&self, stream: &str, batch: &[(u64, Envelope)]) -> Result<(), StoreError> {
-        let Some(&(last, _)) = batch.last() else { return Ok(()) };
+        let Some(&(last, _)) = batch.last() else {
+            return Ok(());
+        };
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut ckpt = txn.open_table(CHECKPOINTS).map_err(err)?;
-            let done = ckpt.get(stream).map_err(err)?.map(|v| v.value()).unwrap_or(0);
+            let done = ckpt
+                .get(stream)
+                .map_err(err)?
+                .map(|v| v.value())
+                .unwrap_or(0);
             let mut builds = txn.open_table(BUILDS).map_err(err)?;
             let mut by_repo = txn.open_table(BY_REPO).map_err(err)?;
             let mut by_seq = txn.open_table(BY_SEQ).map_err(err)?;
@@ -79,10 +85,14 @@ impl Store {
                     continue;
                 };
                 if !known {
-                    by_repo.insert((after.repo.as_str(), after.number), id).map_err(err)?;
+                    by_repo
+                        .insert((after.repo.as_str(), after.number), id)
+                        .map_err(err)?;
                     by_seq.insert(*seq, id).map_err(err)?;
                 }
-                builds.insert(id, serde_json::to_vec(&after).map_err(err)?.as_slice()).map_err(err)?;
+                builds
+                    .insert(id, serde_json::to_vec(&after).map_err(err)?.as_slice())
+                    .map_err(err)?;
             }
             ckpt.insert(stream, last.max(done)).map_err(err)?;
         }
@@ -91,14 +101,21 @@ impl Store {
 
     /// Stores a batch of log lines and the last sequence in one write transaction.
     pub fn apply_logs(&self, stream: &str, batch: &[(u64, LogLine)]) -> Result<(), StoreError> {
-        let Some(&(last, _)) = batch.last() else { return Ok(()) };
+        let Some(&(last, _)) = batch.last() else {
+            return Ok(());
+        };
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut ckpt = txn.open_table(CHECKPOINTS).map_err(err)?;
-            let done = ckpt.get(stream).map_err(err)?.map(|v| v.value()).unwrap_or(0);
+            let done = ckpt
+                .get(stream)
+                .map_err(err)?
+                .map(|v| v.value())
+                .unwrap_or(0);
             let mut logs = txn.open_table(LOGS).map_err(err)?;
             for (_, l) in batch.iter().filter(|(seq, _)| *seq > done) {
-                logs.insert((l.build_id.as_str(), l.attempt, l.line), l.text.as_str()).map_err(err)?;
+                logs.insert((l.build_id.as_str(), l.attempt, l.line), l.text.as_str())
+                    .map_err(err)?;
             }
             ckpt.insert(stream, last.max(done)).map_err(err)?;
         }
@@ -122,7 +139,12 @@ impl Store {
         match repo {
             Some(repo) => {
                 let t = txn.open_table(BY_REPO).map_err(err)?;
-                for row in t.range((repo, 0)..=(repo, u64::MAX)).map_err(err)?.rev().take(limit) {
+                for row in t
+                    .range((repo, 0)..=(repo, u64::MAX))
+                    .map_err(err)?
+                    .rev()
+                    .take(limit)
+                {
                     ids.push(row.map_err(err)?.1.value().to_owned());
                 }
             }
@@ -147,7 +169,10 @@ impl Store {
         let txn = self.db.begin_read().map_err(err)?;
         let t = txn.open_table(LOGS).map_err(err)?;
         let mut out = String::new();
-        for row in t.range((id, 0, 0)..=(id, u32::MAX, u64::MAX)).map_err(err)? {
+        for row in t
+            .range((id, 0, 0)..=(id, u32::MAX, u64::MAX))
+            .map_err(err)?
+        {
             out.push_str(row.map_err(err)?.1.value());
             out.push('\n');
         }
@@ -160,7 +185,11 @@ impl Store {
         let mut out = String::new();
         for row in txn.open_table(BUILDS).map_err(err)?.iter().map_err(err)? {
             let row = row.map_err(err)?;
-            out.push_str(&format!("build {} {}\n", row.0.value(), String::from_utf8_lossy(row.1.value())));
+            out.push_str(&format!(
+                "build {} {}\n",
+                row.0.value(),
+                String::from_utf8_lossy(row.1.value())
+            ));
         }
         for row in txn.open_table(BY_REPO).map_err(err)?.iter().map_err(err)? {
             let row = row.map_err(err)?;

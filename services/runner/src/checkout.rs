@@ -21,7 +21,9 @@ pub enum CheckoutError {
 
 /// True when `url` starts with one of the allowed prefixes.
 pub fn allowed(url: &str, allow: &[String]) -> bool {
-    allow.iter().any(|p| !p.is_empty() && url.starts_with(p.as_str()))
+    allow
+        .iter()
+        .any(|p| !p.is_empty() && url.starts_with(p.as_str()))
 }
 
 /// Fetches `commit` from `url` into the fresh directory `dir` and checks it out, detached.
@@ -31,24 +33,80 @@ pub async fn checkout(
     dir: &Path,
     log: &mut LogSink,
 ) -> Result<(), CheckoutError> {
-    log.line(LogStream::System, format!("Checking out {commit} from {url}")).await;
+    log.line(
+        LogStream::System,
+        format!("Checking out {commit} from {url}"),
+    )
+    .await;
     git(dir, &["init", "-q", "."], "init", log).await?;
     // Fetch just the commit; servers that refuse a fetch by object id get a full fetch instead.
-    let by_id = git(dir, &["fetch", "-q", "--depth=1", "--no-tags", "--", url, commit.as_str()], "fetch", log).await;
+    let by_id = git(
+        dir,
+        &[
+            "fetch",
+            "-q",
+            "--depth=1",
+            "--no-tags",
+            "--",
+            url,
+            commit.as_str(),
+        ],
+        "fetch",
+        log,
+    )
+    .await;
     if by_id.is_err() {
-        log.line(LogStream::System, "Fetching the commit alone was refused; fetching all branches").await;
-        git(dir, &["fetch", "-q", "--no-tags", "--", url, "+refs/heads/*:refs/remotes/origin/*", "+refs/pull/*:refs/remotes/pull/*"], "fetch", log)
-            .await?;
+        log.line(
+            LogStream::System,
+            "Fetching the commit alone was refused; fetching all branches",
+        )
+        .await;
+        git(
+            dir,
+            &[
+                "fetch",
+                "-q",
+                "--no-tags",
+                "--",
+                url,
+                "+refs/heads/*:refs/remotes/origin/*",
+                "+refs/pull/*:refs/remotes/pull/*",
+            ],
+            "fetch",
+            log,
+        )
+        .await?;
     }
-    git(dir, &["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit.as_str()], "checkout", log).await?;
+    git(
+        dir,
+        &[
+            "-c",
+            "advice.detachedHead=false",
+            "checkout",
+            "-q",
+            "--detach",
+            commit.as_str(),
+        ],
+        "checkout",
+        log,
+    )
+    .await?;
     let head = git(dir, &["rev-parse", "HEAD"], "rev-parse", log).await?;
     if head.trim() != commit.as_str() {
-        return Err(CheckoutError::WrongCommit { got: head.trim().to_owned(), want: commit.to_string() });
+        return Err(CheckoutError::WrongCommit {
+            got: head.trim().to_owned(),
+            want: commit.to_string(),
+        });
     }
     Ok(())
 }
 
-async fn git(dir: &Path, args: &[&str], step: &'static str, log: &mut LogSink) -> Result<String, CheckoutError> {
+async fn git(
+    dir: &Path,
+    args: &[&str],
+    step: &'static str,
+    log: &mut LogSink,
+) -> Result<String, CheckoutError> {
     let out = Command::new("git")
         .arg("-c")
         .arg("protocol.ext.allow=never")
@@ -60,7 +118,10 @@ async fn git(dir: &Path, args: &[&str], step: &'static str, log: &mut LogSink) -
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| CheckoutError::Git { step, message: e.to_string() })?;
+        .map_err(|e| CheckoutError::Git {
+            step,
+            message: e.to_string(),
+        })?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !stderr.trim().is_empty() {
         log.write(LogStream::System, &stderr).await;
@@ -68,7 +129,16 @@ async fn git(dir: &Path, args: &[&str], step: &'static str, log: &mut LogSink) -
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
-        Err(CheckoutError::Git { step, message: format!("{} ({})", last, out.status) })
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        Err(CheckoutError::Git {
+            step,
+            message: format!("{} ({})", last, out.status),
+        })
     }
 }

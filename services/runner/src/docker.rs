@@ -11,9 +11,9 @@ use hermes_schemas::LogStream;
 
 use crate::logs::LogSink;
 
-/// Label on everything Hermes creates in Docker, with the runner's name as value.
-pub const LABEL_RUNNER: &str = "io.hermes-ci.runner";
-pub const LABEL_BUILD: &str = "io.hermes-ci.build";
+/// Label on every image Hermes builds: `<runner>/<build>`. One label, since the engine's classic
+/// builder adds a layer (and a container) for each.
+pub const LABEL: &str = "io.hermes-ci.build";
 
 /// How a Dockerfile build ended.
 #[derive(Debug)]
@@ -76,7 +76,10 @@ pub async fn build(
                 log.line(LogStream::Stderr, &error).await;
                 return BuildOutcome::StepFailed(error);
             }
-            Err(DockerError::DockerResponseServerError { status_code, message }) if status_code < 500 => {
+            Err(DockerError::DockerResponseServerError {
+                status_code,
+                message,
+            }) if status_code < 500 => {
                 log.line(LogStream::Stderr, &message).await;
                 return BuildOutcome::StepFailed(message);
             }

@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //!
-//! - [`pipeline`]: `Hermes.yaml`.
+//! - [`pipeline`]: the `Hermes.yaml` file.
 //! - [`checkout`]: `git`, and the clone allow list.
 //! - [`docker`]: the Docker engine (bollard is used nowhere else).
 //! - [`logs`]: output to `log.line` events.
@@ -59,26 +59,45 @@ pub enum RunnerError {
 }
 
 /// Runs until `shutdown` is cancelled, one build at a time.
-pub async fn run(bus: Bus, config: RunnerConfig, shutdown: CancellationToken) -> Result<(), RunnerError> {
-    let docker = bollard::Docker::connect_with_defaults().map_err(|e| RunnerError::Docker(e.to_string()))?;
+pub async fn run(
+    bus: Bus,
+    config: RunnerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), RunnerError> {
+    let docker =
+        bollard::Docker::connect_with_defaults().map_err(|e| RunnerError::Docker(e.to_string()))?;
     let work = config.data_dir.join("work");
-    tokio::fs::create_dir_all(&work).await.map_err(|e| RunnerError::WorkDir(work.clone(), e))?;
+    tokio::fs::create_dir_all(&work)
+        .await
+        .map_err(|e| RunnerError::WorkDir(work.clone(), e))?;
     let stream = bus
         .js
         .get_stream_no_info(subjects::JOBS_STREAM)
         .await
         .map_err(|e| RunnerError::Nats(e.to_string()))?;
+    let consumer_config = definitions::runner_consumer_config(&config.pool)
+        .map_err(|e| RunnerError::Nats(e.to_string()))?;
     let consumer: jetstream::consumer::PullConsumer = stream
-        .get_consumer(&definitions::runner_consumer(&config.pool))
+        .get_or_create_consumer(&definitions::runner_consumer(&config.pool), consumer_config)
         .await
         .map_err(|e| RunnerError::Nats(e.to_string()))?;
     let ack_wait = consumer.cached_info().config.ack_wait;
-    let runner = Runner { bus, docker, config, ack_wait };
+    let runner = Runner {
+        bus,
+        docker,
+        config,
+        ack_wait,
+    };
     tracing::info!(runner = %runner.config.name, pool = %runner.config.pool, "Runner started.");
     while !shutdown.is_cancelled() {
         // One command at a time: a pull of one message, so the runner never holds work it has not
         // started while another runner sits idle.
-        let batch = consumer.batch().max_messages(1).expires(Duration::from_secs(5)).messages().await;
+        let batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await;
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -120,11 +139,14 @@ impl Runner {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "Build command is unreadable; terminating it.");
-                let _ = msg.ack_with(AckKind::Term).await;
+                if let Err(e) = msg.ack_with(AckKind::Term).await {
+                    tracing::warn!(error = %e, "Terminating the command failed.");
+                }
                 return;
             }
         };
-        let span = tracing::info_span!("build", build = %command.build_id, repo = %command.repo, attempt);
+        let span =
+            tracing::info_span!("build", build = %command.build_id, repo = %command.repo, attempt);
         let _guard = span.enter();
         let msg = Arc::new(msg);
         let lease = self.hold_lease(msg.clone());
@@ -170,7 +192,11 @@ impl Runner {
     async fn publish_until_stored(&self, event: &Envelope) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.bus.publish_json(event.subject(), &event.id, event).await {
+            match self
+                .bus
+                .publish_json(event.subject(), &event.id, event)
+                .await
+            {
                 Ok(_) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, event = %event.id, "Publishing a build event failed, retrying.");
@@ -188,18 +214,34 @@ impl Runner {
             command.repo.clone(),
             attempt,
             OffsetDateTime::now_utc(),
-            BuildEvent::Started(Started { runner: self.config.name.clone() }),
+            BuildEvent::Started(Started {
+                runner: self.config.name.clone(),
+            }),
         );
         self.publish_until_stored(&started).await;
-        let mut log = LogSink::new(self.bus.clone(), command.repo.clone(), command.build_id.clone(), attempt);
+        let mut log = LogSink::new(
+            self.bus.clone(),
+            command.repo.clone(),
+            command.build_id.clone(),
+            attempt,
+        );
         if attempt > 1 {
-            log.line(LogStream::System, format!("--- Attempt {attempt} on runner {} ---", self.config.name)).await;
+            log.line(
+                LogStream::System,
+                format!("--- Attempt {attempt} on runner {} ---", self.config.name),
+            )
+            .await;
         }
-        let dir = self.config.data_dir.join("work").join(format!("{}-{attempt}", command.build_id));
+        let dir = self
+            .config
+            .data_dir
+            .join("work")
+            .join(format!("{}-{attempt}", command.build_id));
         let tag = format!("hermes-build-{}-{attempt}", command.build_id);
         let result = self.attempt(command, &dir, &tag, &mut log).await;
         if let Err(reason) = &result {
-            log.line(LogStream::System, format!("Error: {reason}")).await;
+            log.line(LogStream::System, format!("Error: {reason}"))
+                .await;
         }
         let lost = log.finish(LogStream::System).await;
         if lost > 0 {
@@ -224,30 +266,45 @@ impl Runner {
         if !checkout::allowed(&command.clone_url, &self.config.clone_allow) {
             return Err(checkout::CheckoutError::NotAllowed(command.clone_url.clone()).to_string());
         }
-        let _ = tokio::fs::remove_dir_all(dir).await;
-        tokio::fs::create_dir_all(dir).await.map_err(|e| format!("cannot create the work dir: {e}"))?;
-        checkout::checkout(&command.clone_url, &command.commit, dir, log).await.map_err(|e| e.to_string())?;
+        // A dir left by an earlier attempt of this build is stale.
+        if let Err(e) = tokio::fs::remove_dir_all(dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(format!("cannot clear the work dir: {e}"));
+        }
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| format!("cannot create the work dir: {e}"))?;
+        checkout::checkout(&command.clone_url, &command.commit, dir, log)
+            .await
+            .map_err(|e| e.to_string())?;
 
         let text = tokio::fs::read_to_string(dir.join(pipeline::FILE))
             .await
             .map_err(|_| format!("{} not found at the repository root", pipeline::FILE))?;
         let pipeline = pipeline::parse(&text).map_err(|e| e.to_string())?;
-        log.line(LogStream::System, format!("Pipeline {:?} version {}", pipeline.name, pipeline.version)).await;
+        log.line(
+            LogStream::System,
+            format!("Pipeline {:?} version {}", pipeline.name, pipeline.version),
+        )
+        .await;
         match pipeline.schema {
             pipeline::Schema::Docker => {}
         }
         if !dir.join("Dockerfile").is_file() {
-            return Err("Dockerfile not found at the repository root (Hermes.yaml: schema: docker)".into());
+            return Err(
+                "Dockerfile not found at the repository root (Hermes.yaml: schema: docker)".into(),
+            );
         }
         let context_dir = dir.to_owned();
         let context = tokio::task::spawn_blocking(move || docker::context_tar(&context_dir))
             .await
             .map_err(|e| format!("packing the build context failed: {e}"))?
             .map_err(|e| format!("packing the build context failed: {e}"))?;
-        let labels = HashMap::from([
-            (docker::LABEL_RUNNER.to_owned(), self.config.name.clone()),
-            (docker::LABEL_BUILD.to_owned(), command.build_id.to_string()),
-        ]);
+        let labels = HashMap::from([(
+            docker::LABEL.to_owned(),
+            format!("{}/{}", self.config.name, command.build_id),
+        )]);
         match docker::build(&self.docker, context, tag, &labels, log).await {
             BuildOutcome::Built => Ok(BuildStatus::Succeeded),
             BuildOutcome::StepFailed(_) => Ok(BuildStatus::Failed),

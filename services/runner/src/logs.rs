@@ -98,7 +98,11 @@ impl LogSink {
             Ok(p) => p,
             Err(_) => return,
         };
-        match self.bus.publish_nowait(self.subject.clone(), &event.id(), None, payload.into()).await {
+        match self
+            .bus
+            .publish_nowait(self.subject.clone(), &event.id(), None, payload.into())
+            .await
+        {
             Ok(ack) => self.pending.push_back(Box::pin(ack)),
             Err(e) => self.fail(&e),
         }

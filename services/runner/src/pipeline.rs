@@ -47,7 +47,9 @@ pub fn parse(text: &str) -> Result<Pipeline, PipelineError> {
         message: e.to_string(),
     })?;
     let line_of = |key: &str| {
-        text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map(|i| i + 1)
+        text.lines()
+            .position(|l| l.trim_start().starts_with(&format!("{key}:")))
+            .map(|i| i + 1)
     };
     let version = match raw.version {
         serde_yaml_ng::Value::String(s) => s,
@@ -68,7 +70,11 @@ pub fn parse(text: &str) -> Result<Pipeline, PipelineError> {
             });
         }
     };
-    Ok(Pipeline { name: raw.name, version, schema })
+    Ok(Pipeline {
+        name: raw.name,
+        version,
+        schema,
+    })
 }
 
 #[cfg(test)]
@@ -78,15 +84,30 @@ mod tests {
     #[test]
     fn proof_of_concept_file_parses() {
         let p = parse("name: My super pipeline\nversion: 1.0.0\nschema: docker\n").expect("valid");
-        assert_eq!(p, Pipeline { name: "My super pipeline".into(), version: "1.0.0".into(), schema: Schema::Docker });
-        assert_eq!(parse("name: x\nversion: 2\nschema: docker\n").expect("numeric version").version, "2");
+        assert_eq!(
+            p,
+            Pipeline {
+                name: "My super pipeline".into(),
+                version: "1.0.0".into(),
+                schema: Schema::Docker
+            }
+        );
+        assert_eq!(
+            parse("name: x\nversion: 2\nschema: docker\n")
+                .expect("numeric version")
+                .version,
+            "2"
+        );
     }
 
     #[test]
     fn unknown_schema_names_the_line() {
         let e = parse("name: x\nversion: 1\nschema: buildah\n").expect_err("unknown schema");
         assert_eq!(e.line, Some(3));
-        assert_eq!(e.to_string(), "Hermes.yaml:3: unknown schema \"buildah\"; supported: \"docker\"");
+        assert_eq!(
+            e.to_string(),
+            "Hermes.yaml:3: unknown schema \"buildah\"; supported: \"docker\""
+        );
     }
 
     #[test]

@@ -41,11 +41,25 @@ pub fn build_id_for(delivery_key: &str) -> BuildId {
 }
 
 /// Runs until `shutdown` is cancelled.
-pub async fn run(bus: Bus, pool: String, shutdown: CancellationToken) -> Result<(), SchedulerError> {
-    let stream = bus.js.get_stream_no_info(subjects::WEBHOOKS_STREAM).await.map_err(nats)?;
-    let consumer: jetstream::consumer::PullConsumer =
-        stream.get_consumer(definitions::SCHEDULER_CONSUMER).await.map_err(nats)?;
-    let store = bus.js.get_key_value(definitions::SCHEDULER_BUCKET).await.map_err(nats)?;
+pub async fn run(
+    bus: Bus,
+    pool: String,
+    shutdown: CancellationToken,
+) -> Result<(), SchedulerError> {
+    let stream = bus
+        .js
+        .get_stream_no_info(subjects::WEBHOOKS_STREAM)
+        .await
+        .map_err(nats)?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_consumer(definitions::SCHEDULER_CONSUMER)
+        .await
+        .map_err(nats)?;
+    let store = bus
+        .js
+        .get_key_value(definitions::SCHEDULER_BUCKET)
+        .await
+        .map_err(nats)?;
     let scheduler = Scheduler { bus, store, pool };
     tracing::info!("Scheduler started.");
     loop {
@@ -83,9 +97,14 @@ impl Scheduler {
     async fn handle(&self, msg: jetstream::Message) {
         let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let header = |name: &str| {
-            msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned()).unwrap_or_default()
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default()
         };
-        let (event, delivery, hook) = (header(wh::EVENT), header(wh::DELIVERY), header(wh::HOOK_ID));
+        let (event, delivery, hook) =
+            (header(wh::EVENT), header(wh::DELIVERY), header(wh::HOOK_ID));
         let key = wh::delivery_key(&hook, &delivery);
         let span = tracing::info_span!("delivery", %key, event = %event, seq);
         let _guard = span.enter();
@@ -98,7 +117,9 @@ impl Scheduler {
             Err(e) => {
                 // The gateway refuses these, so this is a delivery recorded by something else.
                 tracing::error!(error = %e, "Delivery payload is unusable; terminating it.");
-                let _ = msg.ack_with(AckKind::Term).await;
+                if let Err(e) = msg.ack_with(AckKind::Term).await {
+                    tracing::warn!(error = %e, "Terminating the delivery failed.");
+                }
                 return;
             }
         };
@@ -106,7 +127,8 @@ impl Scheduler {
             Ok(()) => msg.ack().await,
             Err(e) => {
                 tracing::warn!(error = %e, "Scheduling failed; the delivery will be retried.");
-                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
+                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await
             }
         };
         if let Err(e) = ack {
@@ -132,10 +154,21 @@ impl Scheduler {
                 delivery: Some(key.to_owned()),
             }),
         );
-        self.bus.publish_json(queued.subject(), &queued.id, &queued).await?;
-        let command =
-            BuildCommand::new(build_id.clone(), req.repo, number, req.trigger, req.git_ref, req.commit, req.clone_url);
-        self.bus.publish_json(subjects::build_command(&self.pool), &command.id(), &command).await?;
+        self.bus
+            .publish_json(queued.subject(), &queued.id, &queued)
+            .await?;
+        let command = BuildCommand::new(
+            build_id.clone(),
+            req.repo,
+            number,
+            req.trigger,
+            req.git_ref,
+            req.commit,
+            req.clone_url,
+        );
+        self.bus
+            .publish_json(subjects::build_command(&self.pool), &command.id(), &command)
+            .await?;
         tracing::info!(build = %build_id, number, "Build queued.");
         Ok(())
     }
@@ -156,7 +189,11 @@ impl Scheduler {
                 },
                 Some(entry) => {
                     let next = parse_number(&entry.value)? + 1;
-                    match self.store.update(&repo_key, next.to_string().into(), entry.revision).await {
+                    match self
+                        .store
+                        .update(&repo_key, next.to_string().into(), entry.revision)
+                        .await
+                    {
                         Ok(_) => break next,
                         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                         Err(e) => return Err(nats(e)),
@@ -164,7 +201,11 @@ impl Scheduler {
                 }
             }
         };
-        match self.store.create(&build_key, number.to_string().into()).await {
+        match self
+            .store
+            .create(&build_key, number.to_string().into())
+            .await
+        {
             Ok(_) => Ok(number),
             // Another scheduler numbered this build first; its number wins.
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {

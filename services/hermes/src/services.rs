@@ -1,0 +1,241 @@
+//! Starting the services: each alone (`hermes gateway` …) or all in one process (`hermes up`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::routing::get;
+use hermes_nats::Bus;
+use hermes_nats::server::NatsServer;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Common, UpArgs};
+
+/// A token cancelled on SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "Cannot watch SIGTERM.");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("Shutting down.");
+        t.cancel();
+    });
+    token
+}
+
+fn secret(common: &Common) -> anyhow::Result<hermes_gateway::Secret> {
+    match common.github_webhook_secret.as_deref() {
+        Some(s) if !s.is_empty() => Ok(hermes_gateway::Secret::new(s)),
+        _ => bail!(
+            "HERMES_GITHUB_WEBHOOK_SECRET is not set: the gateway verifies every GitHub delivery with the \
+             webhook's secret and refuses to start without one. Set it (or --github-webhook-secret) to the \
+             secret configured in the repository's webhook settings."
+        ),
+    }
+}
+
+fn validate(common: &Common) -> anyhow::Result<()> {
+    if !hermes_nats::definitions::valid_pool(&common.pool) {
+        bail!(
+            "--pool {:?} must be 1 to 32 characters of [a-z0-9_-]",
+            common.pool
+        );
+    }
+    Ok(())
+}
+
+async fn connect(common: &Common, name: &str) -> anyhow::Result<Bus> {
+    let bus = Bus::connect(&common.nats_url, name)
+        .await
+        .context("connecting to NATS")?;
+    bus.wait_connected(Duration::from_secs(30))
+        .await
+        .with_context(|| format!("NATS at {} is not reachable", common.nats_url))?;
+    bus.apply_definitions()
+        .await
+        .context("applying the stream and consumer definitions")?;
+    Ok(bus)
+}
+
+/// Connects to NATS at `NATS_URL`, or starts a `nats-server` under the data dir when none answers.
+async fn connect_or_start(common: &Common) -> anyhow::Result<(Bus, Option<NatsServer>)> {
+    if hermes_nats::server::reachable(&common.nats_url).await {
+        tracing::info!(url = %common.nats_url, "Using the NATS server at NATS_URL.");
+        return Ok((connect(common, "hermes-up").await?, None));
+    }
+    let port = local_port(&common.nats_url).unwrap_or(0);
+    let dir = common.data_dir.join("nats");
+    let server = NatsServer::start(&dir, port).await.with_context(|| {
+        format!(
+            "no NATS server at {} and starting one failed",
+            common.nats_url
+        )
+    })?;
+    tracing::info!(url = server.url(), pid = server.pid(), store = %dir.display(), "Started nats-server with JetStream.");
+    let mut common = common.clone();
+    common.nats_url = server.url().to_owned();
+    Ok((connect(&common, "hermes-up").await?, Some(server)))
+}
+
+/// The port of a loopback NATS URL, where Hermes may start its own server.
+fn local_port(url: &str) -> Option<u16> {
+    let rest = url
+        .split(',')
+        .next()?
+        .trim()
+        .strip_prefix("nats://")
+        .unwrap_or(url);
+    let (host, port) = rest.rsplit_once(':')?;
+    matches!(host, "127.0.0.1" | "localhost")
+        .then(|| port.parse().ok())
+        .flatten()
+}
+
+fn runner_config(common: &Common, index: usize) -> hermes_runner::RunnerConfig {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    hermes_runner::RunnerConfig {
+        name: format!("{host}-{}-{index}", std::process::id()),
+        pool: common.pool.clone(),
+        data_dir: common.data_dir.clone(),
+        clone_allow: common
+            .clone_allow
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    }
+}
+
+fn open_store(data_dir: &Path) -> anyhow::Result<hermes_projector::Store> {
+    let path = data_dir.join("projector").join("read-model.redb");
+    hermes_projector::Store::open(&path)
+        .with_context(|| format!("opening the read model {}", path.display()))
+}
+
+fn health() -> Router {
+    Router::new().route("/healthz", get(|| async { "ok\n" }))
+}
+
+async fn serve(listen: SocketAddr, app: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr().context("local address")?;
+    tracing::info!(%addr, "Listening on http://{addr}.");
+    let app = app.layer(tower_http::trace::TraceLayer::new_for_http());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("HTTP server")
+}
+
+/// Waits for every task; the first failure cancels the rest and is returned.
+async fn supervise(
+    mut tasks: JoinSet<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut first_error = None;
+    while let Some(res) = tasks.join_next().await {
+        let res = res.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = res {
+            tracing::error!("A service failed: {e:#}");
+            shutdown.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let common = &args.common;
+    validate(common)?;
+    let secret = secret(common)?;
+    tracing::info!(
+        data_dir = %common.data_dir.display(), listen = %common.listen, nats_url = %common.nats_url,
+        runners = args.runners, clone_allow = ?common.clone_allow, pool = %common.pool, "Starting Hermes."
+    );
+    let store = open_store(&common.data_dir)?;
+    let (bus, mut server) = connect_or_start(common).await?;
+    let mut tasks = JoinSet::new();
+    let s = shutdown.clone();
+    let b = bus.clone();
+    let pool = common.pool.clone();
+    tasks.spawn(async move { hermes_scheduler::run(b, pool, s).await.context("scheduler") });
+    for i in 0..args.runners {
+        let (b, s, c) = (bus.clone(), shutdown.clone(), runner_config(common, i));
+        tasks.spawn(async move { hermes_runner::run(b, c, s).await.context("runner") });
+    }
+    let (b, s, st) = (bus.clone(), shutdown.clone(), store.clone());
+    tasks.spawn(async move { hermes_projector::run(b, st, s).await.context("projector") });
+    let app = health()
+        .merge(hermes_gateway::router(hermes_gateway::GatewayState {
+            bus,
+            secret: Arc::new(secret),
+        }))
+        .merge(hermes_projector::api::router(store));
+    let (listen, s) = (common.listen, shutdown.clone());
+    tasks.spawn(async move { serve(listen, app, s).await });
+    let result = supervise(tasks, shutdown).await;
+    if let Some(server) = server.as_mut() {
+        server.stop(Duration::from_secs(10)).await;
+        tracing::info!("Stopped nats-server.");
+    }
+    result
+}
+
+pub async fn gateway(common: Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+    validate(&common)?;
+    let secret = secret(&common)?;
+    let bus = connect(&common, "hermes-gateway").await?;
+    let app = health().merge(hermes_gateway::router(hermes_gateway::GatewayState {
+        bus,
+        secret: Arc::new(secret),
+    }));
+    serve(common.listen, app, shutdown).await
+}
+
+pub async fn scheduler(common: Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+    validate(&common)?;
+    let bus = connect(&common, "hermes-scheduler").await?;
+    hermes_scheduler::run(bus, common.pool, shutdown)
+        .await
+        .context("scheduler")
+}
+
+pub async fn runner(common: Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+    validate(&common)?;
+    let bus = connect(&common, "hermes-runner").await?;
+    hermes_runner::run(bus, runner_config(&common, 0), shutdown)
+        .await
+        .context("runner")
+}
+
+pub async fn projector(common: Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+    validate(&common)?;
+    let store = open_store(&common.data_dir)?;
+    let bus = connect(&common, "hermes-projector").await?;
+    let mut tasks = JoinSet::new();
+    let (b, s, st) = (bus, shutdown.clone(), store.clone());
+    tasks.spawn(async move { hermes_projector::run(b, st, s).await.context("projector") });
+    let app = health().merge(hermes_projector::api::router(store));
+    let (listen, s) = (common.listen, shutdown.clone());
+    tasks.spawn(async move { serve(listen, app, s).await });
+    supervise(tasks, shutdown).await
+}

@@ -1,0 +1,317 @@
+//! End to end: signed GitHub deliveries (the fixtures, byte for byte but for clone URL and sha)
+//! through `hermes up` as a process, a real `nats-server`, real git repositories and the Docker
+//! engine, to build status and logs over HTTP.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const REPO: &str = "Codertocat/Hello-World";
+const FIXTURE_URL: &str = "https://github.com/Codertocat/Hello-World.git";
+const PUSH_SHA: &str = "199eddf46df50de8d02e99bf1c5fdb4101338224";
+const PR_SHA: &str = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
+
+/// The go-scm branch push, pointed at `repo`'s commit.
+fn push_for(repo: &Repo) -> Vec<u8> {
+    let body = fixture("push/go-scm.push.json");
+    replace(
+        &replace(&body, PUSH_SHA, &repo.sha),
+        FIXTURE_URL,
+        &repo.url(),
+    )
+}
+
+struct Env {
+    nats: Nats,
+    hermes: Hermes,
+    _data: tempfile::TempDir,
+}
+
+fn env() -> Env {
+    base_image();
+    let nats = Nats::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let hermes = Hermes::up(&nats.url(), data.path());
+    Env {
+        nats,
+        hermes,
+        _data: data,
+    }
+}
+
+#[test]
+fn signed_push_builds_the_commit_and_serves_status_and_every_log_line() {
+    let Env { hermes, .. } = &env();
+    let repo = Repo::new(&[
+        ("Hermes.yaml", HERMES_YAML),
+        (
+            "Dockerfile",
+            "FROM hermes-test-base:latest\nRUN echo first line && echo second line\nRUN seq 1 200\n",
+        ),
+    ]);
+    let r = hermes.deliver(
+        "push",
+        "9f6c9a40-cc78-11e3-81ab-4c9367dc0958",
+        &push_for(&repo),
+    );
+    assert_eq!(r.status(), 202);
+
+    let build = hermes.wait_final(REPO, 1);
+    assert_eq!(build["status"], "succeeded", "{build:#}\n{}", hermes.logs());
+    assert_eq!(build["number"], 1);
+    assert_eq!(build["repo"], REPO);
+    assert_eq!(build["event"], "push");
+    assert_eq!(build["ref"], "refs/heads/master");
+    assert_eq!(build["commit"], repo.sha.as_str());
+    assert!(build["error"].is_null());
+    for field in ["created_at", "started_at", "finished_at"] {
+        let t = build[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} is set"));
+        assert!(
+            t.contains('T') && (t.ends_with('Z') || t.contains('+')),
+            "{field} = {t} is RFC 3339"
+        );
+    }
+    let id = build["id"].as_str().expect("id");
+    assert_eq!(hermes.get_json(&format!("/api/builds/{id}")), build);
+
+    let r = hermes.get(&format!("/api/builds/{id}/logs"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain")
+    );
+    let log = r.text().expect("text");
+    let lines: Vec<&str> = log.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| *l == "first line")
+        .expect("first line in the log");
+    let second = lines
+        .iter()
+        .position(|l| *l == "second line")
+        .expect("second line in the log");
+    assert!(first < second, "lines in order:\n{log}");
+    // Every line of `seq 1 200`, in order, each on its own line.
+    let numbers: Vec<u32> = log.lines().filter_map(|l| l.parse().ok()).collect();
+    assert_eq!(numbers, (1..=200).collect::<Vec<_>>(), "{log}");
+    assert!(log.contains("Successfully built"), "{log}");
+}
+
+#[test]
+fn a_failing_run_step_fails_the_build_with_its_output() {
+    let Env { hermes, .. } = &env();
+    let repo = Repo::new(&[
+        ("Hermes.yaml", HERMES_YAML),
+        (
+            "Dockerfile",
+            "FROM hermes-test-base:latest\nRUN echo about to fail && exit 3\nRUN echo never\n",
+        ),
+    ]);
+    assert_eq!(
+        hermes.deliver("push", "d-fail", &push_for(&repo)).status(),
+        202
+    );
+    let build = hermes.wait_final(REPO, 1);
+    assert_eq!(build["status"], "failed", "{build:#}");
+    let log = hermes.log_of(build["id"].as_str().expect("id"));
+    assert!(log.contains("about to fail\n"), "{log}");
+    assert!(log.contains("returned a non-zero code: 3"), "{log}");
+    assert!(!log.contains("never\n"), "{log}");
+}
+
+#[test]
+fn bad_or_missing_signature_is_401_and_records_nothing() {
+    let Env { nats, hermes, .. } = &env();
+    let body = fixture("push/with-new-branch.payload.json");
+    let wrong = sign(b"another body");
+    assert_eq!(
+        hermes.deliver_with("push", "d-bad", &body, &wrong).status(),
+        401
+    );
+    assert_eq!(
+        hermes.deliver_with("push", "d-bad", &body, "").status(),
+        401
+    );
+    // The same bytes, signed right, are accepted: the 401s were about the signature alone.
+    assert_eq!(nats.stream_messages("HERMES_WEBHOOKS"), 0);
+    let r = hermes.deliver_with(
+        "push",
+        "d-good",
+        &body,
+        "sha256=8932d8769b1f990ebb7d03235a66217b1de8e48d0c626166d4e8fcac027a123d",
+    );
+    assert_eq!(r.status(), 202);
+    assert_eq!(nats.stream_messages("HERMES_WEBHOOKS"), 1);
+}
+
+#[test]
+fn the_same_delivery_twice_is_one_build() {
+    let Env { nats, hermes, .. } = &env();
+    let repo = Repo::new(&[
+        ("Hermes.yaml", HERMES_YAML),
+        ("Dockerfile", "FROM hermes-test-base:latest\n"),
+    ]);
+    let body = push_for(&repo);
+    assert_eq!(hermes.deliver("push", "d-dup", &body).status(), 202);
+    let again = hermes.deliver("push", "d-dup", &body);
+    assert!(again.status().is_success(), "{}", again.status());
+    hermes.wait_final(REPO, 1);
+    wait_for(Duration::from_secs(30), "scheduler idle", || {
+        nats.scheduler_idle().then_some(())
+    });
+    assert_eq!(hermes.builds(REPO).len(), 1);
+    // A different delivery of the same push is a second build, numbered 2.
+    assert_eq!(hermes.deliver("push", "d-other", &body).status(), 202);
+    assert_eq!(hermes.wait_final(REPO, 2)["commit"], repo.sha.as_str());
+}
+
+#[test]
+fn ping_and_branch_deletion_are_recorded_and_build_nothing() {
+    let Env { nats, hermes, .. } = &env();
+    let ping = fixture("ping/payload.json");
+    let r = hermes.deliver("ping", "d-ping", &ping);
+    assert!(r.status().is_success(), "{}", r.status());
+    let delete = fixture("push/go-scm.push_branch_delete.json");
+    assert!(
+        hermes
+            .deliver("push", "d-delete", &delete)
+            .status()
+            .is_success()
+    );
+    let star = fixture("star/created.payload.json");
+    assert!(
+        hermes
+            .deliver("star", "d-star", &star)
+            .status()
+            .is_success()
+    );
+    assert_eq!(nats.stream_messages("HERMES_WEBHOOKS"), 3);
+    wait_for(Duration::from_secs(30), "scheduler idle", || {
+        nats.scheduler_idle().then_some(())
+    });
+    assert_eq!(hermes.get_json("/api/builds"), serde_json::json!([]));
+    assert_eq!(nats.stream_messages("HERMES_BUILDS"), 0);
+}
+
+#[test]
+fn pull_request_opened_builds_the_head_sha() {
+    let Env { hermes, .. } = &env();
+    let repo = Repo::new(&[
+        ("Hermes.yaml", HERMES_YAML),
+        ("Dockerfile", "FROM hermes-test-base:latest\nRUN echo pr\n"),
+    ]);
+    let body = fixture("pull_request/opened.payload.json");
+    let body = replace(&replace(&body, PR_SHA, &repo.sha), FIXTURE_URL, &repo.url());
+    assert_eq!(hermes.deliver("pull_request", "d-pr", &body).status(), 202);
+    let build = hermes.wait_final(REPO, 1);
+    assert_eq!(build["status"], "succeeded", "{build:#}");
+    assert_eq!(build["event"], "pull_request");
+    assert_eq!(build["commit"], repo.sha.as_str());
+    assert_eq!(build["ref"], "changes");
+    // Closing the pull request builds nothing.
+    let closed = fixture("pull_request/closed.payload.json");
+    assert!(
+        hermes
+            .deliver("pull_request", "d-pr-closed", &closed)
+            .status()
+            .is_success()
+    );
+}
+
+#[test]
+fn deleting_the_read_model_and_restarting_gives_the_same_answers() {
+    let Env { hermes, .. } = &mut env();
+    let repo = Repo::new(&[
+        ("Hermes.yaml", HERMES_YAML),
+        (
+            "Dockerfile",
+            "FROM hermes-test-base:latest\nRUN echo replayed\n",
+        ),
+    ]);
+    assert_eq!(
+        hermes.deliver("push", "d-r1", &push_for(&repo)).status(),
+        202
+    );
+    assert_eq!(
+        hermes.deliver("push", "d-r2", &push_for(&repo)).status(),
+        202
+    );
+    hermes.wait_final(REPO, 1);
+    hermes.wait_final(REPO, 2);
+    let answers = |h: &Hermes| {
+        let list = h.get_json(&format!("/api/builds?repo={REPO}"));
+        let logs: Vec<String> = list
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|b| h.log_of(b["id"].as_str().expect("id")))
+            .collect();
+        (list, logs)
+    };
+    let before = answers(hermes);
+    hermes.stop();
+    let model = hermes.data_dir.join("projector/read-model.redb");
+    std::fs::remove_file(&model).expect("the read model file exists");
+    hermes.restart();
+    let after = wait_for(Duration::from_secs(30), "the replayed read model", || {
+        let a = answers(hermes);
+        (a == before).then_some(a)
+    });
+    assert_eq!(after.0.as_array().map(Vec::len), Some(2));
+    assert!(after.1[0].contains("replayed"));
+}
+
+#[test]
+fn hostile_requests_get_precise_statuses() {
+    let Env { hermes, .. } = &env();
+    let client = reqwest::blocking::Client::new();
+    let post = |headers: &[(&str, &str)], body: Vec<u8>| {
+        let mut req = client
+            .post(format!("{}/webhooks/github", hermes.base))
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().expect("POST").status().as_u16()
+    };
+    let body = br#"{"zen": "x"}"#.to_vec();
+    let sig = sign(&body);
+    let all = [
+        ("X-GitHub-Event", "ping"),
+        ("X-GitHub-Delivery", "d-1"),
+        ("X-GitHub-Hook-ID", "1"),
+        ("X-Hub-Signature-256", sig.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    assert_eq!(post(&all, body.clone()), 202);
+    assert_eq!(post(&all[1..], body.clone()), 400, "missing X-GitHub-Event");
+    let truncated = b"{\"zen\": ".to_vec();
+    let tsig = sign(&truncated);
+    let mut h = all;
+    h[3].1 = &tsig;
+    assert_eq!(post(&h, truncated), 400, "truncated JSON");
+    let big = vec![b' '; 25 * 1024 * 1024 + 1];
+    assert_eq!(post(&all, big), 413);
+}
+
+#[test]
+fn hermes_refuses_to_start_without_the_webhook_secret() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(hermes_bin())
+        .args(["up", "--nats-url", "nats://127.0.0.1:1"])
+        .env_remove("HERMES_GITHUB_WEBHOOK_SECRET")
+        .env("HERMES_DATA_DIR", data.path())
+        .output()
+        .expect("run hermes");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("HERMES_GITHUB_WEBHOOK_SECRET is not set"),
+        "{stderr}"
+    );
+}

@@ -9,12 +9,17 @@ fn root() -> PathBuf {
 /// `(crate dir, its [dependencies] names)` of every workspace member.
 fn members() -> Vec<(String, Vec<String>)> {
     let manifest = std::fs::read_to_string(root().join("Cargo.toml")).expect("root manifest");
-    let list = manifest.split("members = [").nth(1).and_then(|s| s.split(']').next()).expect("members");
+    let list = manifest
+        .split("members = [")
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .expect("members");
     list.split(',')
         .map(|m| m.trim().trim_matches('"').to_owned())
         .filter(|m| !m.is_empty())
         .map(|m| {
-            let text = std::fs::read_to_string(root().join(&m).join("Cargo.toml")).expect("member manifest");
+            let text = std::fs::read_to_string(root().join(&m).join("Cargo.toml"))
+                .expect("member manifest");
             let deps = text
                 .split("[dependencies]")
                 .nth(1)
@@ -38,14 +43,20 @@ fn each_engine_dependency_has_one_home() {
         ("bollard", &["services/runner"]),
         ("redb", &["services/projector"]),
         ("hmac", &["services/gateway"]),
-        ("axum", &["services/gateway", "services/projector", "services/hermes"]),
+        (
+            "axum",
+            &["services/gateway", "services/projector", "services/hermes"],
+        ),
     ];
     let members = members();
     assert!(members.len() >= 7, "{members:?}");
     for (dep, allowed) in homes {
         for (member, deps) in &members {
             if deps.iter().any(|d| d == dep) {
-                assert!(allowed.contains(&member.as_str()), "{member} depends on {dep}; only {allowed:?} may");
+                assert!(
+                    allowed.contains(&member.as_str()),
+                    "{member} depends on {dep}; only {allowed:?} may"
+                );
             }
         }
     }
@@ -55,8 +66,14 @@ fn each_engine_dependency_has_one_home() {
 #[test]
 fn schemas_depends_only_on_data_crates() {
     let members = members();
-    let (_, deps) = members.iter().find(|(m, _)| m == "schemas").expect("schemas member");
+    let (_, deps) = members
+        .iter()
+        .find(|(m, _)| m == "schemas")
+        .expect("schemas member");
     for d in deps {
-        assert!(["serde", "serde_json", "schemars", "time", "thiserror"].contains(&d.as_str()), "schemas depends on {d}");
+        assert!(
+            ["serde", "serde_json", "schemars", "time", "thiserror"].contains(&d.as_str()),
+            "schemas depends on {d}"
+        );
     }
 }

@@ -52,7 +52,10 @@ impl NatsServer {
         if let Err(e) = tokio::fs::remove_dir_all(&ports_dir).await
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            return Err(ServerError::Io { path: ports_dir, source: e });
+            return Err(ServerError::Io {
+                path: ports_dir,
+                source: e,
+            });
         }
         tokio::fs::create_dir_all(&ports_dir)
             .await
@@ -148,7 +151,8 @@ impl NatsServer {
                 .arg("-TERM")
                 .arg(pid.to_string())
                 .status()
-                .await {
+                .await
+            {
                 tracing::debug!(error = %e, "kill -TERM failed.");
             }
             if tokio::time::timeout(grace, child.wait()).await.is_ok() {

@@ -364,7 +364,8 @@ impl Hermes {
             Command::new("kill")
                 .arg("-TERM")
                 .arg(c.id().to_string())
-                .status().ok();
+                .status()
+                .ok();
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {

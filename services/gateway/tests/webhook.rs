@@ -14,17 +14,29 @@ const SECRET: &str = "It's a Secret to Everybody";
 fn fixture(name: &str) -> Vec<u8> {
     let dir = std::env::var_os("HERMES_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/github"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/github")
+        });
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
 /// A gateway whose NATS is not reachable (port 1 on loopback).
 async fn gateway() -> axum::Router {
-    let bus = hermes_nats::Bus::connect("nats://127.0.0.1:1", "test").await.expect("client");
-    router(GatewayState { bus, secret: Arc::new(Secret::new(SECRET)) })
+    let bus = hermes_nats::Bus::connect("nats://127.0.0.1:1", "test")
+        .await
+        .expect("client");
+    router(GatewayState {
+        bus,
+        secret: Arc::new(Secret::new(SECRET)),
+    })
 }
 
-fn request(event: Option<&str>, content_type: &str, body: Vec<u8>, signature: Option<String>) -> Request<Body> {
+fn request(
+    event: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+    signature: Option<String>,
+) -> Request<Body> {
     let mut b = Request::post("/webhooks/github")
         .header("Content-Type", content_type)
         .header("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
@@ -41,7 +53,9 @@ fn request(event: Option<&str>, content_type: &str, body: Vec<u8>, signature: Op
 async fn status_and_message(req: Request<Body>) -> (StatusCode, String) {
     let resp = gateway().await.oneshot(req).await.expect("response");
     let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
     let v: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON error body");
     assert!(v["error"].is_string(), "{v}");
     (status, v["message"].as_str().unwrap_or_default().to_owned())
@@ -67,8 +81,18 @@ fn fixture_signatures_derived_in_headers_md_match() {
 #[tokio::test]
 async fn missing_or_wrong_signature_is_401() {
     let body = fixture("push/with-new-branch.payload.json");
-    let (s, m) = status_and_message(request(Some("push"), "application/json", body.clone(), None)).await;
-    assert_eq!((s, m.contains("missing")), (StatusCode::UNAUTHORIZED, true), "{m}");
+    let (s, m) = status_and_message(request(
+        Some("push"),
+        "application/json",
+        body.clone(),
+        None,
+    ))
+    .await;
+    assert_eq!(
+        (s, m.contains("missing")),
+        (StatusCode::UNAUTHORIZED, true),
+        "{m}"
+    );
     let wrong = Some(signature::sign(&Secret::new("not the secret"), &body));
     let (s, _) = status_and_message(request(Some("push"), "application/json", body, wrong)).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -77,17 +101,35 @@ async fn missing_or_wrong_signature_is_401() {
 #[tokio::test]
 async fn missing_headers_and_malformed_json_are_400() {
     let body = fixture("push/with-new-branch.payload.json");
-    let (s, m) = status_and_message(request(None, "application/json", body.clone(), signed(&body))).await;
+    let (s, m) = status_and_message(request(
+        None,
+        "application/json",
+        body.clone(),
+        signed(&body),
+    ))
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(m.contains("X-GitHub-Event"), "{m}");
 
     let truncated = body[..body.len() / 2].to_vec();
-    let (s, m) = status_and_message(request(Some("push"), "application/json", truncated.clone(), signed(&truncated))).await;
+    let (s, m) = status_and_message(request(
+        Some("push"),
+        "application/json",
+        truncated.clone(),
+        signed(&truncated),
+    ))
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(m.contains("not valid JSON"), "{m}");
 
     let invalid_utf8 = b"{\"zen\": \"\xff\xfe\"}".to_vec();
-    let (s, _) = status_and_message(request(Some("ping"), "application/json", invalid_utf8.clone(), signed(&invalid_utf8))).await;
+    let (s, _) = status_and_message(request(
+        Some("ping"),
+        "application/json",
+        invalid_utf8.clone(),
+        signed(&invalid_utf8),
+    ))
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
@@ -95,13 +137,29 @@ async fn missing_headers_and_malformed_json_are_400() {
 async fn fields_of_the_wrong_type_or_unsafe_values_are_400_naming_them() {
     let body = fixture("push/go-scm.push.json");
     let text = String::from_utf8(body).expect("utf-8");
-    let wrong_type = text.replacen("\"ref\": \"refs/heads/master\"", "\"ref\": 42", 1).into_bytes();
-    let (s, m) = status_and_message(request(Some("push"), "application/json", wrong_type.clone(), signed(&wrong_type))).await;
+    let wrong_type = text
+        .replacen("\"ref\": \"refs/heads/master\"", "\"ref\": 42", 1)
+        .into_bytes();
+    let (s, m) = status_and_message(request(
+        Some("push"),
+        "application/json",
+        wrong_type.clone(),
+        signed(&wrong_type),
+    ))
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(m.contains("invalid type"), "{m}");
 
-    let traversal = text.replace("Codertocat/Hello-World\"", "../../etc\"").into_bytes();
-    let (s, m) = status_and_message(request(Some("push"), "application/json", traversal.clone(), signed(&traversal))).await;
+    let traversal = text
+        .replace("Codertocat/Hello-World\"", "../../etc\"")
+        .into_bytes();
+    let (s, m) = status_and_message(request(
+        Some("push"),
+        "application/json",
+        traversal.clone(),
+        signed(&traversal),
+    ))
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(m.contains("repository.full_name"), "{m}");
 }
@@ -109,14 +167,26 @@ async fn fields_of_the_wrong_type_or_unsafe_values_are_400_naming_them() {
 #[tokio::test]
 async fn body_over_25_mib_is_413() {
     let body = vec![b' '; 25 * 1024 * 1024 + 1];
-    let (s, _) = status_and_message(request(Some("push"), "application/json", body.clone(), signed(&body))).await;
+    let (s, _) = status_and_message(request(
+        Some("push"),
+        "application/json",
+        body.clone(),
+        signed(&body),
+    ))
+    .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]
 async fn a_valid_delivery_with_nats_unreachable_is_503() {
     let body = fixture("push/with-new-branch.payload.json");
-    let (s, _) = status_and_message(request(Some("push"), "application/json", body.clone(), signed(&body))).await;
+    let (s, _) = status_and_message(request(
+        Some("push"),
+        "application/json",
+        body.clone(),
+        signed(&body),
+    ))
+    .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -135,7 +205,13 @@ async fn form_encoded_delivery_is_signed_over_the_raw_body_and_read_from_payload
     let (s, _) = status_and_message(request(Some("ping"), ct, form, signed(&json))).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let no_payload = b"other=1".to_vec();
-    let (s, m) = status_and_message(request(Some("ping"), ct, no_payload.clone(), signed(&no_payload))).await;
+    let (s, m) = status_and_message(request(
+        Some("ping"),
+        ct,
+        no_payload.clone(),
+        signed(&no_payload),
+    ))
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(m.contains("payload"), "{m}");
 }

@@ -24,6 +24,10 @@ pub const STREAMS: &[(&str, &str)] = &[
         include_str!("../definitions/streams/HERMES_JOBS.json"),
     ),
     (
+        "HERMES_CONTROL",
+        include_str!("../definitions/streams/HERMES_CONTROL.json"),
+    ),
+    (
         "KV_HERMES_SCHEDULER",
         include_str!("../definitions/streams/KV_HERMES_SCHEDULER.json"),
     ),
@@ -36,6 +40,10 @@ pub const CONSUMERS: &[(&str, &str)] = &[
         include_str!("../definitions/consumers/HERMES_WEBHOOKS.scheduler.json"),
     ),
     (
+        "HERMES_CONTROL",
+        include_str!("../definitions/consumers/HERMES_CONTROL.scheduler-control.json"),
+    ),
+    (
         "HERMES_JOBS",
         include_str!("../definitions/consumers/HERMES_JOBS.runner-default.json"),
     ),
@@ -45,6 +53,13 @@ pub const CONSUMERS: &[(&str, &str)] = &[
 pub const SCHEDULER_BUCKET: &str = "HERMES_SCHEDULER";
 /// The durable consumer of the scheduler.
 pub const SCHEDULER_CONSUMER: &str = "scheduler";
+/// The durable consumer of the scheduler on the control stream.
+pub const SCHEDULER_CONTROL_CONSUMER: &str = "scheduler-control";
+
+/// The key under which the scheduler keeps what it knows of a build (a JSON `build.queued` payload).
+pub fn build_key(build: &hermes_schemas::BuildId) -> String {
+    format!("build.{build}")
+}
 
 /// The durable consumer of a runner pool.
 pub fn runner_consumer(pool: &str) -> String {

@@ -18,5 +18,5 @@ pub mod definitions;
 pub mod server;
 
 pub use async_nats::jetstream;
-pub use async_nats::{HeaderMap, HeaderValue};
+pub use async_nats::{HeaderMap, HeaderValue, Subscriber};
 pub use bus::{Bus, BusError};

@@ -22,6 +22,22 @@ pub struct BuildCommand {
     pub clone_url: String,
 }
 
+/// "Stop this build": on `hermes.cmd.control.cancel.<build>`. Runners of the build listen for it;
+/// the scheduler ends a build that no runner holds yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CancelBuild {
+    pub build_id: BuildId,
+}
+
+/// "Build this commit again": on `hermes.cmd.control.restart.<build>`. The scheduler starts the new
+/// build, whose id is [`RestartBuild::new_build_id`]'s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RestartBuild {
+    pub build_id: BuildId,
+    /// Unique per request; the new build's id is derived from it.
+    pub request_id: String,
+}
+
 fn build_command_type() -> String {
     "command.build".to_owned()
 }

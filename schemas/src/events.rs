@@ -141,6 +141,9 @@ pub struct Queued {
     /// `X-GitHub-Hook-ID:X-GitHub-Delivery` of the delivery that asked for this build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<String>,
+    /// The build this one restarts, when it was started by `POST /api/builds/{id}/restart`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_from: Option<BuildId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

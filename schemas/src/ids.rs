@@ -42,6 +42,23 @@ impl BuildId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id of the build a delivery asks for: a hash of its key (`<hook id>:<delivery id>`), so
+    /// handling the delivery again names the same build.
+    pub fn for_delivery(delivery_key: &str) -> Self {
+        Self::hashed(delivery_key)
+    }
+
+    /// The id of the build a restart request starts.
+    pub fn for_restart(old: &BuildId, request_id: &str) -> Self {
+        Self::hashed(&format!("restart:{old}:{request_id}"))
+    }
+
+    fn hashed(text: &str) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        Self(hex::encode(&digest[..10]))
+    }
 }
 
 impl TryFrom<String> for BuildId {
@@ -206,5 +223,13 @@ mod tests {
         assert!(BuildId::parse("0f3a-12").is_ok());
         assert!(BuildId::parse("../x").is_err());
         assert!(BuildId::parse("").is_err());
+        let a = BuildId::for_delivery("1:abc");
+        assert_eq!(a, BuildId::for_delivery("1:abc"));
+        assert_ne!(a, BuildId::for_delivery("2:abc"));
+        assert_ne!(
+            BuildId::for_restart(&a, "r1"),
+            BuildId::for_restart(&a, "r2")
+        );
+        assert!(BuildId::parse(a.as_str()).is_ok());
     }
 }

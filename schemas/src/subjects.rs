@@ -48,6 +48,20 @@ pub fn log(repo: &RepoName, build: &BuildId) -> String {
 
 pub const LOGS_ALL: &str = "hermes.log.>";
 
+pub const CONTROL_STREAM: &str = "HERMES_CONTROL";
+
+/// `hermes.cmd.control.cancel.<build>`: cancel a build, queued or running.
+pub fn cancel(build: &BuildId) -> String {
+    format!("hermes.cmd.control.cancel.{build}")
+}
+
+/// `hermes.cmd.control.restart.<build>`: build the same commit again, as a new build.
+pub fn restart(build: &BuildId) -> String {
+    format!("hermes.cmd.control.restart.{build}")
+}
+
+pub const CONTROL_ALL: &str = "hermes.cmd.control.>";
+
 /// `hermes.cmd.build.<pool>`: build commands on the work queue.
 pub fn build_command(pool: &str) -> String {
     format!("hermes.cmd.build.{pool}")

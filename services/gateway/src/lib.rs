@@ -4,6 +4,7 @@
 //!
 //! - [`signature`]: `X-Hub-Signature-256` verification and the [`Secret`] type.
 //! - [`webhook`]: `POST /webhooks/github`.
+//! - [`commands`]: `POST /api/builds/{id}/cancel` and `/restart`.
 //! - [`error`]: [`GatewayError`], the one error type of the HTTP surface.
 //!
 //! # Invariants
@@ -12,6 +13,7 @@
 //! - **Nothing is recorded before the signature over the raw body checked out.**
 //! - The gateway decides nothing about builds; it only refuses what cannot be a valid delivery.
 
+pub mod commands;
 pub mod error;
 pub mod signature;
 pub mod webhook;
@@ -31,9 +33,13 @@ pub const MAX_BODY: usize = 25 * 1024 * 1024;
 pub struct GatewayState {
     pub bus: Bus,
     pub secret: Arc<Secret>,
+    /// `HERMES_API_TOKEN`: the bearer token of the API's commands; `None` disables them.
+    pub api_token: Option<Arc<Secret>>,
 }
 
 /// The gateway's routes.
 pub fn router(state: GatewayState) -> Router {
-    webhook::routes().with_state(state)
+    webhook::routes()
+        .merge(commands::routes())
+        .with_state(state)
 }

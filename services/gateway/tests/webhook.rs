@@ -28,6 +28,7 @@ async fn gateway() -> axum::Router {
     router(GatewayState {
         bus,
         secret: Arc::new(Secret::new(SECRET)),
+        api_token: None,
     })
 }
 

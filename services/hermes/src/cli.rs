@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -60,6 +61,34 @@ pub struct Common {
     /// The runner pool build commands go to and runners take from.
     #[arg(long, env = "HERMES_POOL", default_value = hermes_schemas::subjects::DEFAULT_POOL)]
     pub pool: String,
+    /// Bearer token of the API's commands (cancel, restart); without it they answer 403.
+    #[arg(long, env = "HERMES_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// The runner's name, stable across restarts (default: the host name); `up` adds `-N`.
+    #[arg(long, env = "HERMES_RUNNER_NAME")]
+    pub runner_name: Option<String>,
+    /// Attempts of one build before it ends `errored`.
+    #[arg(long, env = "HERMES_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// How soon a build whose runner died goes to another runner (the lease, e.g. 30s).
+    #[arg(long, env = "HERMES_LEASE", default_value = "30s", value_parser = duration)]
+    pub lease: Duration,
+    /// The build time limit; a repository's Hermes.yaml `timeout:` may lower it.
+    #[arg(long, env = "HERMES_BUILD_TIMEOUT", default_value = "60m", value_parser = duration)]
+    pub build_timeout: Duration,
+    /// After SIGTERM, how long running builds may finish before they are handed back.
+    #[arg(long, env = "HERMES_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+    /// The most bytes of log kept per build attempt.
+    #[arg(long, env = "HERMES_LOG_LIMIT", default_value_t = 100 * 1024 * 1024)]
+    pub log_limit: u64,
+    /// How long to retry an unreachable Docker engine before a build ends `errored`.
+    #[arg(long, env = "HERMES_DOCKER_WAIT", default_value = "30s", value_parser = duration)]
+    pub docker_wait: Duration,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    hermes_runner::pipeline::parse_duration(s)
 }
 
 #[derive(Debug, Clone, Args)]

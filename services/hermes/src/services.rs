@@ -106,21 +106,47 @@ fn local_port(url: &str) -> Option<u16> {
         .flatten()
 }
 
-fn runner_config(common: &Common, index: usize) -> hermes_runner::RunnerConfig {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".into());
-    hermes_runner::RunnerConfig {
-        name: format!("{host}-{}-{index}", std::process::id()),
-        pool: common.pool.clone(),
-        data_dir: common.data_dir.clone(),
-        clone_allow: common
-            .clone_allow
-            .iter()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect(),
-    }
+fn runner_config(common: &Common, index: Option<usize>) -> hermes_runner::RunnerConfig {
+    let base = common.runner_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "runner".into())
+    });
+    let name = match index {
+        Some(i) => format!("{base}-{i}"),
+        None => base,
+    };
+    let clone_allow = common
+        .clone_allow
+        .iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut config = hermes_runner::RunnerConfig::new(
+        name,
+        common.pool.clone(),
+        common.data_dir.clone(),
+        clone_allow,
+    );
+    config.max_attempts = common.max_attempts;
+    config.lease = common.lease;
+    config.build_timeout = common.build_timeout;
+    config.shutdown_grace = common.shutdown_grace;
+    config.log_limit = common.log_limit;
+    config.docker_wait = common.docker_wait;
+    config
+}
+
+fn gateway_state(common: &Common, bus: Bus) -> anyhow::Result<hermes_gateway::GatewayState> {
+    Ok(hermes_gateway::GatewayState {
+        bus,
+        secret: Arc::new(secret(common)?),
+        api_token: common
+            .api_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| Arc::new(hermes_gateway::Secret::new(t))),
+    })
 }
 
 fn open_store(data_dir: &Path) -> anyhow::Result<hermes_projector::Store> {
@@ -166,7 +192,7 @@ async fn supervise(
 pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let common = &args.common;
     validate(common)?;
-    let secret = secret(common)?;
+    secret(common)?;
     tracing::info!(
         data_dir = %common.data_dir.display(), listen = %common.listen, nats_url = %common.nats_url,
         runners = args.runners, clone_allow = ?common.clone_allow, pool = %common.pool, "Starting Hermes."
@@ -179,17 +205,18 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let pool = common.pool.clone();
     tasks.spawn(async move { hermes_scheduler::run(b, pool, s).await.context("scheduler") });
     for i in 0..args.runners {
-        let (b, s, c) = (bus.clone(), shutdown.clone(), runner_config(common, i));
+        let (b, s, c) = (
+            bus.clone(),
+            shutdown.clone(),
+            runner_config(common, Some(i)),
+        );
         tasks.spawn(async move { hermes_runner::run(b, c, s).await.context("runner") });
     }
     let (b, s, st) = (bus.clone(), shutdown.clone(), store.clone());
     tasks.spawn(async move { hermes_projector::run(b, st, s).await.context("projector") });
     let app = health()
-        .merge(hermes_gateway::router(hermes_gateway::GatewayState {
-            bus,
-            secret: Arc::new(secret),
-        }))
-        .merge(hermes_projector::api::router(store));
+        .merge(hermes_gateway::router(gateway_state(common, bus.clone())?))
+        .merge(hermes_projector::api::router(store, bus));
     let (listen, s) = (common.listen, shutdown.clone());
     tasks.spawn(async move { serve(listen, app, s).await });
     let result = supervise(tasks, shutdown).await;
@@ -202,12 +229,9 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 
 pub async fn gateway(common: Common, shutdown: CancellationToken) -> anyhow::Result<()> {
     validate(&common)?;
-    let secret = secret(&common)?;
+    secret(&common)?;
     let bus = connect(&common, "hermes-gateway").await?;
-    let app = health().merge(hermes_gateway::router(hermes_gateway::GatewayState {
-        bus,
-        secret: Arc::new(secret),
-    }));
+    let app = health().merge(hermes_gateway::router(gateway_state(&common, bus)?));
     serve(common.listen, app, shutdown).await
 }
 
@@ -222,7 +246,7 @@ pub async fn scheduler(common: Common, shutdown: CancellationToken) -> anyhow::R
 pub async fn runner(common: Common, shutdown: CancellationToken) -> anyhow::Result<()> {
     validate(&common)?;
     let bus = connect(&common, "hermes-runner").await?;
-    hermes_runner::run(bus, runner_config(&common, 0), shutdown)
+    hermes_runner::run(bus, runner_config(&common, None), shutdown)
         .await
         .context("runner")
 }
@@ -232,9 +256,9 @@ pub async fn projector(common: Common, shutdown: CancellationToken) -> anyhow::R
     let store = open_store(&common.data_dir)?;
     let bus = connect(&common, "hermes-projector").await?;
     let mut tasks = JoinSet::new();
-    let (b, s, st) = (bus, shutdown.clone(), store.clone());
+    let (b, s, st) = (bus.clone(), shutdown.clone(), store.clone());
     tasks.spawn(async move { hermes_projector::run(b, st, s).await.context("projector") });
-    let app = health().merge(hermes_projector::api::router(store));
+    let app = health().merge(hermes_projector::api::router(store, bus));
     let (listen, s) = (common.listen, shutdown.clone());
     tasks.spawn(async move { serve(listen, app, s).await });
     supervise(tasks, shutdown).await

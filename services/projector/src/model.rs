@@ -39,6 +39,8 @@ pub struct Build {
     pub finished_at: Option<OffsetDateTime>,
     /// Why, when `errored`.
     pub error: Option<String>,
+    /// The build this one restarts.
+    pub restarted_from: Option<BuildId>,
     /// The current attempt, 0 while queued.
     pub attempt: u32,
     pub attempts: Vec<Attempt>,
@@ -62,6 +64,7 @@ pub fn apply(build: Option<Build>, e: &Envelope) -> Option<Build> {
             started_at: None,
             finished_at: None,
             error: None,
+            restarted_from: q.restarted_from.clone(),
             attempt: 0,
             attempts: Vec::new(),
         }),
@@ -141,6 +144,7 @@ mod tests {
                 clone_url: "file:///r".into(),
                 pull_request: None,
                 delivery: Some("1:d".into()),
+                restarted_from: None,
             }),
         )
     }

@@ -113,8 +113,30 @@ impl Store {
                 .map(|v| v.value())
                 .unwrap_or(0);
             let mut logs = txn.open_table(LOGS).map_err(err)?;
+            let builds = txn.open_table(BUILDS).map_err(err)?;
+            // The current attempt of each build in the batch: lines of an older attempt that
+            // arrive after a newer one started (a runner presumed dead woke up) are not kept.
+            let mut current: std::collections::HashMap<&str, u32> =
+                std::collections::HashMap::new();
             for (_, l) in batch.iter().filter(|(seq, _)| *seq > done) {
-                logs.insert((l.build_id.as_str(), l.attempt, l.line), l.text.as_str())
+                let id = l.build_id.as_str();
+                let attempt = match current.get(id) {
+                    Some(a) => *a,
+                    None => {
+                        let a = match builds.get(id).map_err(err)? {
+                            Some(v) => {
+                                serde_json::from_slice::<Build>(v.value()).map_or(0, |b| b.attempt)
+                            }
+                            None => 0,
+                        };
+                        current.insert(id, a);
+                        a
+                    }
+                };
+                if l.attempt < attempt {
+                    continue;
+                }
+                logs.insert((id, l.attempt, l.line), l.text.as_str())
                     .map_err(err)?;
             }
             ckpt.insert(stream, last.max(done)).map_err(err)?;
@@ -175,6 +197,24 @@ impl Store {
         {
             out.push_str(row.map_err(err)?.1.value());
             out.push('\n');
+        }
+        Ok(out)
+    }
+
+    /// The log lines of a build after `(attempt, line)`, in order, with their position.
+    pub fn log_after(
+        &self,
+        id: &str,
+        after: (u32, u64),
+    ) -> Result<Vec<((u32, u64), String)>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(LOGS).map_err(err)?;
+        let mut out = Vec::new();
+        let start = (id, after.0, after.1.saturating_add(1));
+        for row in t.range(start..=(id, u32::MAX, u64::MAX)).map_err(err)? {
+            let row = row.map_err(err)?;
+            let (_, a, l) = row.0.value();
+            out.push(((a, l), row.1.value().to_owned()));
         }
         Ok(out)
     }

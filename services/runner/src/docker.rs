@@ -5,7 +5,10 @@ use std::path::Path;
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::query_parameters::{BuildImageOptionsBuilder, RemoveImageOptionsBuilder};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+};
 use futures::StreamExt;
 use hermes_schemas::LogStream;
 
@@ -94,5 +97,92 @@ pub async fn remove_image(docker: &Docker, tag: &str) {
     let options = RemoveImageOptionsBuilder::default().force(true).build();
     if let Err(e) = docker.remove_image(tag, Some(options), None).await {
         tracing::debug!(image = tag, error = %e, "Image not removed.");
+    }
+}
+
+/// Removes the images and containers that runner `runner` (a dead predecessor of this name) left:
+/// everything labelled [`LABEL`] with a value starting `<runner>/`. Returns how many it removed.
+pub async fn remove_leftovers(docker: &Docker, runner: &str) -> Result<usize, DockerError> {
+    let prefix = format!("{runner}/");
+    let filters = HashMap::from([("label", vec![LABEL])]);
+    let mut removed = 0;
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await?;
+    for c in containers {
+        let ours = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL))
+            .is_some_and(|v| v.starts_with(&prefix));
+        if let (true, Some(id)) = (ours, c.id) {
+            let options = RemoveContainerOptionsBuilder::default().force(true).build();
+            if docker.remove_container(&id, Some(options)).await.is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    let images = docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await?;
+    for image in images {
+        if image
+            .labels
+            .get(LABEL)
+            .is_some_and(|v| v.starts_with(&prefix))
+        {
+            let options = RemoveImageOptionsBuilder::default().force(true).build();
+            if docker
+                .remove_image(&image.id, Some(options), None)
+                .await
+                .is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Waits until the engine answers a ping, retrying with backoff for at most `within`.
+pub async fn wait_for_engine(
+    docker: &Docker,
+    within: std::time::Duration,
+    log: &mut LogSink,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut backoff = std::time::Duration::from_millis(250);
+    let mut told = false;
+    loop {
+        match docker.ping().await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                if tokio::time::Instant::now() + backoff > deadline {
+                    return Err(format!(
+                        "Docker engine unavailable: {e} (retried for {within:?})"
+                    ));
+                }
+                if !told {
+                    log.line(
+                        LogStream::System,
+                        format!("Docker engine unavailable ({e}); retrying for up to {within:?}"),
+                    )
+                    .await;
+                    told = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
     }
 }

@@ -13,7 +13,11 @@
 //!
 //! # Invariants
 //!
-//! - **The lease is held while the build runs**: in-progress acks every third of the ack wait.
+//! - **The lease is held while the build runs**: in-progress acks every third of the ack wait
+//!   (the lease). A runner that dies stops renewing it; JetStream delivers the command again, to
+//!   another runner, as the next attempt. After `max_attempts` the build ends `errored`.
+//! - **SIGTERM hands work back**: the runner takes no new command, gives a running build the grace
+//!   period, then stops it and naks the command so another runner takes it at once.
 //! - **The command is acked only after `build.finished` is stored**, so a runner that dies leaves
 //!   the command to be delivered again, as a new attempt.
 //! - **Nothing runs through a shell**, and nothing is written outside `<data dir>/work`.
@@ -34,6 +38,7 @@ use hermes_nats::{Bus, definitions};
 use hermes_schemas::events::{BuildEvent, BuildStatus, Finished, Started};
 use hermes_schemas::{BuildCommand, Envelope, LogStream, subjects};
 use time::OffsetDateTime;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::docker::BuildOutcome;
@@ -41,11 +46,45 @@ use crate::logs::LogSink;
 
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
+    /// Stable across restarts of the same runner, so it can clean up after its predecessor.
     pub name: String,
     pub pool: String,
     pub data_dir: PathBuf,
     /// URL prefixes a build may clone from.
     pub clone_allow: Vec<String>,
+    /// Attempts of one build before it ends `errored`.
+    pub max_attempts: u32,
+    /// How long a build command stays with a runner that stopped renewing it (the ack wait).
+    pub lease: Duration,
+    /// The server's build time limit; `Hermes.yaml` may lower it.
+    pub build_timeout: Duration,
+    /// After SIGTERM, how long a running build may go on before it is handed back.
+    pub shutdown_grace: Duration,
+    /// The most bytes of log kept per attempt.
+    pub log_limit: u64,
+    /// How long to retry an unreachable Docker engine before the build ends `errored`.
+    pub docker_wait: Duration,
+}
+
+impl RunnerConfig {
+    pub fn new(name: String, pool: String, data_dir: PathBuf, clone_allow: Vec<String>) -> Self {
+        Self {
+            name,
+            pool,
+            data_dir,
+            clone_allow,
+            max_attempts: 3,
+            lease: Duration::from_secs(30),
+            build_timeout: Duration::from_secs(60 * 60),
+            shutdown_grace: Duration::from_secs(30),
+            log_limit: logs::DEFAULT_LIMIT,
+            docker_wait: Duration::from_secs(30),
+        }
+    }
+
+    fn work_dir(&self) -> PathBuf {
+        self.data_dir.join("work").join(&self.name)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,36 +105,40 @@ pub async fn run(
 ) -> Result<(), RunnerError> {
     let docker =
         bollard::Docker::connect_with_defaults().map_err(|e| RunnerError::Docker(e.to_string()))?;
-    let work = config.data_dir.join("work");
+    let work = config.work_dir();
+    // Whatever a dead predecessor of this name left is garbage now: its command comes back as a
+    // new attempt, which starts from scratch.
+    if let Err(e) = tokio::fs::remove_dir_all(&work).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(RunnerError::WorkDir(work, e));
+    }
     tokio::fs::create_dir_all(&work)
         .await
         .map_err(|e| RunnerError::WorkDir(work.clone(), e))?;
-    let stream = bus
-        .js
-        .get_stream_no_info(subjects::JOBS_STREAM)
-        .await
-        .map_err(|e| RunnerError::Nats(e.to_string()))?;
-    let consumer_config = definitions::runner_consumer_config(&config.pool)
-        .map_err(|e| RunnerError::Nats(e.to_string()))?;
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer(&definitions::runner_consumer(&config.pool), consumer_config)
-        .await
-        .map_err(|e| RunnerError::Nats(e.to_string()))?;
-    let ack_wait = consumer.cached_info().config.ack_wait;
+    match docker::remove_leftovers(&docker, &config.name).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            removed = n,
+            "Removed images and containers a previous run left."
+        ),
+        Err(e) => tracing::warn!(error = %e, "Cannot look for leftovers in Docker."),
+    }
+    let consumer = lease_consumer(&bus, &config).await?;
     let runner = Runner {
         bus,
         docker,
         config,
-        ack_wait,
     };
-    tracing::info!(runner = %runner.config.name, pool = %runner.config.pool, "Runner started.");
+    tracing::info!(runner = %runner.config.name, pool = %runner.config.pool, lease = ?runner.config.lease, "Runner started.");
     while !shutdown.is_cancelled() {
         // One command at a time: a pull of one message, so the runner never holds work it has not
-        // started while another runner sits idle.
+        // started while another runner sits idle. The short expiry bounds how long a pull left
+        // behind at shutdown can swallow a command.
         let batch = consumer
             .batch()
             .max_messages(1)
-            .expires(Duration::from_secs(5))
+            .expires(Duration::from_secs(2))
             .messages()
             .await;
         let mut batch = match batch {
@@ -113,7 +156,7 @@ pub async fn run(
             next = batch.next() => next,
         };
         match next {
-            Some(Ok(msg)) => runner.handle(msg).await,
+            Some(Ok(msg)) => runner.handle(msg, &shutdown).await,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "Pull ended without a command.");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -125,16 +168,56 @@ pub async fn run(
     Ok(())
 }
 
+/// The pool's consumer, with the configured lease as its ack wait.
+async fn lease_consumer(
+    bus: &Bus,
+    config: &RunnerConfig,
+) -> Result<jetstream::consumer::PullConsumer, RunnerError> {
+    let nats = |e: &dyn std::fmt::Display| RunnerError::Nats(e.to_string());
+    let stream = bus
+        .js
+        .get_stream_no_info(subjects::JOBS_STREAM)
+        .await
+        .map_err(|e| nats(&e))?;
+    let mut wanted = definitions::runner_consumer_config(&config.pool).map_err(|e| nats(&e))?;
+    wanted.ack_wait = config.lease;
+    let name = definitions::runner_consumer(&config.pool);
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(&name, wanted.clone())
+        .await
+        .map_err(|e| nats(&e))?;
+    if consumer.cached_info().config.ack_wait == config.lease {
+        return Ok(consumer);
+    }
+    stream.create_consumer(wanted).await.map_err(|e| nats(&e))
+}
+
 struct Runner {
     bus: Bus,
     docker: bollard::Docker,
     config: RunnerConfig,
-    ack_wait: Duration,
+}
+
+/// Why an attempt stopped without a result of its own.
+enum Stop {
+    /// Hermes could not run it; the build ends `errored` with this reason.
+    Errored(String),
+    Timeout(Duration),
+}
+
+/// How an attempt ended.
+enum Ending {
+    Finished(BuildStatus, Option<String>),
+    /// The runner is shutting down: the command goes back to the queue.
+    HandBack,
 }
 
 impl Runner {
-    async fn handle(&self, msg: jetstream::Message) {
-        let attempt = msg.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
+    async fn handle(&self, msg: jetstream::Message, shutdown: &CancellationToken) {
+        let attempt = msg
+            .info()
+            .map(|i| u32::try_from(i.delivered.max(1)).unwrap_or(u32::MAX))
+            .unwrap_or(1);
         let command: BuildCommand = match serde_json::from_slice(&msg.payload) {
             Ok(c) => c,
             Err(e) => {
@@ -149,32 +232,201 @@ impl Runner {
             tracing::info_span!("build", build = %command.build_id, repo = %command.repo, attempt);
         let _guard = span.enter();
         let msg = Arc::new(msg);
-        let lease = self.hold_lease(msg.clone());
-        let status = self.execute(&command, attempt).await;
-        let (status, error) = match status {
-            Ok(s) => (s, None),
-            Err(reason) => (BuildStatus::Errored, Some(reason)),
+
+        if attempt > self.config.max_attempts {
+            let why = format!(
+                "gave up after {} attempts: every runner that took this build stopped before it finished",
+                self.config.max_attempts
+            );
+            self.finish(&command, attempt, BuildStatus::Errored, Some(why))
+                .await;
+            self.ack(&msg).await;
+            return;
+        }
+        // Listen for a cancel before looking for one already made, so none slips between.
+        let mut cancel = match self
+            .bus
+            .client
+            .subscribe(subjects::cancel(&command.build_id))
+            .await
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot listen for cancel requests.");
+                None
+            }
         };
-        let finished = Envelope::new(
+        if self.cancel_requested(&command).await {
+            tracing::info!("Build was canceled before it started.");
+            self.ack(&msg).await;
+            return;
+        }
+
+        let lease = self.hold_lease(msg.clone());
+        self.publish_until_stored(&Envelope::new(
+            command.build_id.clone(),
+            command.repo.clone(),
+            attempt,
+            OffsetDateTime::now_utc(),
+            BuildEvent::Started(Started {
+                runner: self.config.name.clone(),
+            }),
+        ))
+        .await;
+        let mut log = LogSink::with_limit(
+            self.bus.clone(),
+            command.repo.clone(),
+            command.build_id.clone(),
+            attempt,
+            self.config.log_limit,
+        );
+        if attempt > 1 {
+            log.line(
+                LogStream::System,
+                format!(
+                    "--- Attempt {attempt} of {} on runner {} ---",
+                    self.config.max_attempts, self.config.name
+                ),
+            )
+            .await;
+        }
+        let dir = self
+            .config
+            .work_dir()
+            .join(format!("{}-{attempt}", command.build_id));
+        let tag = format!("hermes-build-{}-{attempt}", command.build_id);
+        let started = Instant::now();
+        let limit = self.config.build_timeout;
+        let grace = self.config.shutdown_grace;
+        let ending = {
+            let work = self.attempt(&command, &dir, &tag, started, &mut log);
+            let canceled = async {
+                match cancel.as_mut() {
+                    Some(sub) => {
+                        sub.next().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let handed_back = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+            };
+            // Dropping the attempt closes the build request, and the engine stops the build and
+            // removes its container.
+            tokio::select! {
+                result = work => match result {
+                    Ok(status) => Ending::Finished(status, None),
+                    Err(Stop::Errored(why)) => Ending::Finished(BuildStatus::Errored, Some(why)),
+                    Err(Stop::Timeout(after)) => {
+                        Ending::Finished(BuildStatus::Errored, Some(format!("timeout after {after:?}")))
+                    }
+                },
+                () = canceled => Ending::Finished(BuildStatus::Canceled, None),
+                () = tokio::time::sleep_until(started + limit) => {
+                    Ending::Finished(BuildStatus::Errored, Some(format!("timeout after {limit:?}")))
+                }
+                () = handed_back => Ending::HandBack,
+            }
+        };
+        if let Some(sub) = cancel.as_mut()
+            && let Err(e) = sub.unsubscribe().await
+        {
+            tracing::debug!(error = %e, "Unsubscribe failed.");
+        }
+        match &ending {
+            Ending::Finished(BuildStatus::Canceled, _) => {
+                log.line(LogStream::System, "--- Canceled ---").await
+            }
+            Ending::Finished(_, Some(why)) => {
+                log.line(LogStream::System, format!("Error: {why}")).await
+            }
+            Ending::Finished(..) => {}
+            Ending::HandBack => {
+                log.line(
+                    LogStream::System,
+                    format!(
+                        "--- Runner {} is shutting down; the build goes back to the queue ---",
+                        self.config.name
+                    ),
+                )
+                .await
+            }
+        }
+        let lost = log.finish(LogStream::System).await;
+        if lost > 0 {
+            tracing::warn!(lost, "Some log lines could not be stored.");
+        }
+        self.clean(&dir, &tag).await;
+        match ending {
+            Ending::Finished(status, error) => {
+                // The API says `timeout`; the log has the details.
+                let error = error.map(|e| {
+                    if e.starts_with("timeout") {
+                        "timeout".to_owned()
+                    } else {
+                        e
+                    }
+                });
+                self.finish(&command, attempt, status, error).await;
+                lease.cancel();
+                self.ack(&msg).await;
+                tracing::info!(status = status.as_str(), "Build finished.");
+            }
+            Ending::HandBack => {
+                lease.cancel();
+                if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+                    tracing::warn!(error = %e, "Handing the build back failed; it returns when its lease runs out.");
+                }
+                tracing::info!("Build handed back.");
+            }
+        }
+    }
+
+    async fn ack(&self, msg: &jetstream::Message) {
+        if let Err(e) = msg.double_ack().await {
+            tracing::warn!(error = %e, "Acking the command failed; it may run again as a new attempt.");
+        }
+    }
+
+    async fn finish(
+        &self,
+        command: &BuildCommand,
+        attempt: u32,
+        status: BuildStatus,
+        error: Option<String>,
+    ) {
+        self.publish_until_stored(&Envelope::new(
             command.build_id.clone(),
             command.repo.clone(),
             attempt,
             OffsetDateTime::now_utc(),
             BuildEvent::Finished(Finished { status, error }),
-        );
-        self.publish_until_stored(&finished).await;
-        lease.cancel();
-        if let Err(e) = msg.double_ack().await {
-            tracing::warn!(error = %e, "Acking the command failed; it may run again as a new attempt.");
-        }
-        tracing::info!(status = status.as_str(), "Build finished.");
+        ))
+        .await;
+    }
+
+    /// True when a cancel of the build is on the control stream.
+    async fn cancel_requested(&self, command: &BuildCommand) -> bool {
+        let Ok(stream) = self
+            .bus
+            .js
+            .get_stream_no_info(subjects::CONTROL_STREAM)
+            .await
+        else {
+            return false;
+        };
+        stream
+            .direct_get_last_for_subject(subjects::cancel(&command.build_id))
+            .await
+            .is_ok()
     }
 
     /// Renews the lease on `msg` until the returned token is cancelled.
     fn hold_lease(&self, msg: Arc<jetstream::Message>) -> CancellationToken {
         let done = CancellationToken::new();
         let stop = done.clone();
-        let every = (self.ack_wait / 3).max(Duration::from_millis(200));
+        let every = (self.config.lease / 3).max(Duration::from_millis(200));
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -207,82 +459,52 @@ impl Runner {
         }
     }
 
-    /// Runs one attempt. `Err` is why Hermes could not run it (the build ends `errored`).
-    async fn execute(&self, command: &BuildCommand, attempt: u32) -> Result<BuildStatus, String> {
-        let started = Envelope::new(
-            command.build_id.clone(),
-            command.repo.clone(),
-            attempt,
-            OffsetDateTime::now_utc(),
-            BuildEvent::Started(Started {
-                runner: self.config.name.clone(),
-            }),
-        );
-        self.publish_until_stored(&started).await;
-        let mut log = LogSink::new(
-            self.bus.clone(),
-            command.repo.clone(),
-            command.build_id.clone(),
-            attempt,
-        );
-        if attempt > 1 {
-            log.line(
-                LogStream::System,
-                format!("--- Attempt {attempt} on runner {} ---", self.config.name),
-            )
-            .await;
-        }
-        let dir = self
-            .config
-            .data_dir
-            .join("work")
-            .join(format!("{}-{attempt}", command.build_id));
-        let tag = format!("hermes-build-{}-{attempt}", command.build_id);
-        let result = self.attempt(command, &dir, &tag, &mut log).await;
-        if let Err(reason) = &result {
-            log.line(LogStream::System, format!("Error: {reason}"))
-                .await;
-        }
-        let lost = log.finish(LogStream::System).await;
-        if lost > 0 {
-            tracing::warn!(lost, "Some log lines could not be stored.");
-        }
-        docker::remove_image(&self.docker, &tag).await;
-        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+    async fn clean(&self, dir: &Path, tag: &str) {
+        docker::remove_image(&self.docker, tag).await;
+        if let Err(e) = tokio::fs::remove_dir_all(dir).await
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(dir = %dir.display(), error = %e, "Work dir not removed.");
         }
-        result
     }
 
+    /// Runs one attempt: checkout, `Hermes.yaml`, Docker build.
     async fn attempt(
         &self,
         command: &BuildCommand,
         dir: &Path,
         tag: &str,
+        started: Instant,
         log: &mut LogSink,
-    ) -> Result<BuildStatus, String> {
+    ) -> Result<BuildStatus, Stop> {
+        let errored = Stop::Errored;
         if !checkout::allowed(&command.clone_url, &self.config.clone_allow) {
-            return Err(checkout::CheckoutError::NotAllowed(command.clone_url.clone()).to_string());
+            return Err(errored(
+                checkout::CheckoutError::NotAllowed(command.clone_url.clone()).to_string(),
+            ));
         }
         // A dir left by an earlier attempt of this build is stale.
         if let Err(e) = tokio::fs::remove_dir_all(dir).await
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            return Err(format!("cannot clear the work dir: {e}"));
+            return Err(errored(format!("cannot clear the work dir: {e}")));
         }
         tokio::fs::create_dir_all(dir)
             .await
-            .map_err(|e| format!("cannot create the work dir: {e}"))?;
+            .map_err(|e| errored(format!("cannot create the work dir: {e}")))?;
         checkout::checkout(&command.clone_url, &command.commit, dir, log)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| errored(e.to_string()))?;
 
         let text = tokio::fs::read_to_string(dir.join(pipeline::FILE))
             .await
-            .map_err(|_| format!("{} not found at the repository root", pipeline::FILE))?;
-        let pipeline = pipeline::parse(&text).map_err(|e| e.to_string())?;
+            .map_err(|_| {
+                errored(format!(
+                    "{} not found at the repository root",
+                    pipeline::FILE
+                ))
+            })?;
+        let pipeline = pipeline::parse(&text).map_err(|e| errored(e.to_string()))?;
         log.line(
             LogStream::System,
             format!("Pipeline {:?} version {}", pipeline.name, pipeline.version),
@@ -292,23 +514,31 @@ impl Runner {
             pipeline::Schema::Docker => {}
         }
         if !dir.join("Dockerfile").is_file() {
-            return Err(
+            return Err(errored(
                 "Dockerfile not found at the repository root (Hermes.yaml: schema: docker)".into(),
-            );
+            ));
         }
+        let limit = pipeline.timeout.map_or(self.config.build_timeout, |t| {
+            t.min(self.config.build_timeout)
+        });
         let context_dir = dir.to_owned();
         let context = tokio::task::spawn_blocking(move || docker::context_tar(&context_dir))
             .await
-            .map_err(|e| format!("packing the build context failed: {e}"))?
-            .map_err(|e| format!("packing the build context failed: {e}"))?;
+            .map_err(|e| errored(format!("packing the build context failed: {e}")))?
+            .map_err(|e| errored(format!("packing the build context failed: {e}")))?;
+        docker::wait_for_engine(&self.docker, self.config.docker_wait, log)
+            .await
+            .map_err(errored)?;
         let labels = HashMap::from([(
             docker::LABEL.to_owned(),
             format!("{}/{}", self.config.name, command.build_id),
         )]);
-        match docker::build(&self.docker, context, tag, &labels, log).await {
-            BuildOutcome::Built => Ok(BuildStatus::Succeeded),
-            BuildOutcome::StepFailed(_) => Ok(BuildStatus::Failed),
-            BuildOutcome::EngineError(e) => Err(format!("Docker engine error: {e}")),
+        let build = docker::build(&self.docker, context, tag, &labels, log);
+        match tokio::time::timeout_at(started + limit, build).await {
+            Err(_) => Err(Stop::Timeout(limit)),
+            Ok(BuildOutcome::Built) => Ok(BuildStatus::Succeeded),
+            Ok(BuildOutcome::StepFailed(_)) => Ok(BuildStatus::Failed),
+            Ok(BuildOutcome::EngineError(e)) => Err(errored(format!("Docker engine error: {e}"))),
         }
     }
 }

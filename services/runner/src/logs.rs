@@ -27,10 +27,28 @@ pub struct LogSink {
     partial: String,
     pending: VecDeque<Ack>,
     failed: u64,
+    /// Bytes of text kept so far, and the most that will be kept.
+    bytes: u64,
+    limit: u64,
+    truncated: bool,
 }
+
+/// The default cap of one attempt's log.
+pub const DEFAULT_LIMIT: u64 = 100 * 1024 * 1024;
 
 impl LogSink {
     pub fn new(bus: Bus, repo: RepoName, build_id: BuildId, attempt: u32) -> Self {
+        Self::with_limit(bus, repo, build_id, attempt, DEFAULT_LIMIT)
+    }
+
+    /// A sink that keeps at most `limit` bytes of text, then one marker line.
+    pub fn with_limit(
+        bus: Bus,
+        repo: RepoName,
+        build_id: BuildId,
+        attempt: u32,
+        limit: u64,
+    ) -> Self {
         Self {
             subject: subjects::log(&repo, &build_id),
             bus,
@@ -41,6 +59,9 @@ impl LogSink {
             partial: String::new(),
             pending: VecDeque::new(),
             failed: 0,
+            bytes: 0,
+            limit,
+            truncated: false,
         }
     }
 
@@ -82,6 +103,24 @@ impl LogSink {
     }
 
     async fn emit(&mut self, stream: LogStream, text: String) {
+        if self.truncated {
+            return;
+        }
+        self.bytes += text.len() as u64 + 1;
+        let text = if self.bytes > self.limit {
+            self.truncated = true;
+            format!(
+                "--- Log truncated: it reached the limit of {} bytes; the build goes on, its further output is not kept ---",
+                self.limit
+            )
+        } else {
+            text
+        };
+        let stream = if self.truncated {
+            LogStream::System
+        } else {
+            stream
+        };
         let event = LogLine {
             kind: LogLineType::LogLine,
             version: 1,
@@ -131,6 +170,10 @@ impl LogSink {
             }
         }
         self.failed
+    }
+
+    pub fn truncated(&self) -> bool {
+        self.truncated
     }
 
     pub fn lines(&self) -> u64 {

@@ -6,6 +6,8 @@
 //! schema: docker        # build the repository's Dockerfile; the build passes when the image builds
 //! ```
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 pub const FILE: &str = "Hermes.yaml";
@@ -22,6 +24,8 @@ pub struct Pipeline {
     pub name: String,
     pub version: String,
     pub schema: Schema,
+    /// The repository's own time limit (`timeout: 10m`); it can only lower the server's.
+    pub timeout: Option<Duration>,
 }
 
 /// Why `Hermes.yaml` cannot be used; the message names the file and, where known, the line.
@@ -38,6 +42,8 @@ struct Raw {
     name: String,
     version: serde_yaml_ng::Value,
     schema: String,
+    #[serde(default)]
+    timeout: Option<serde_yaml_ng::Value>,
 }
 
 /// Parses the text of `Hermes.yaml`.
@@ -70,11 +76,47 @@ pub fn parse(text: &str) -> Result<Pipeline, PipelineError> {
             });
         }
     };
+    let timeout = match raw.timeout {
+        None => None,
+        Some(v) => {
+            let text = match v {
+                serde_yaml_ng::Value::String(s) => s,
+                serde_yaml_ng::Value::Number(n) => n.to_string(),
+                _ => String::new(),
+            };
+            Some(parse_duration(&text).map_err(|message| PipelineError {
+                line: line_of("timeout"),
+                message: format!("timeout: {message}"),
+            })?)
+        }
+    };
     Ok(Pipeline {
         name: raw.name,
         version,
         schema,
+        timeout,
     })
+}
+
+/// Parses `90`, `90s`, `15m`, `2h` or `500ms` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 15m or 2h"))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{text:?} is not a duration like 90s, 15m or 2h")),
+    };
+    if d.is_zero() {
+        return Err(format!("{text:?} is not a positive duration"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -89,7 +131,8 @@ mod tests {
             Pipeline {
                 name: "My super pipeline".into(),
                 version: "1.0.0".into(),
-                schema: Schema::Docker
+                schema: Schema::Docker,
+                timeout: None,
             }
         );
         assert_eq!(
@@ -98,6 +141,16 @@ mod tests {
                 .version,
             "2"
         );
+    }
+
+    #[test]
+    fn timeout_lowers_and_is_checked() {
+        let p = parse("name: x\nversion: 1\nschema: docker\ntimeout: 10m\n").expect("valid");
+        assert_eq!(p.timeout, Some(Duration::from_secs(600)));
+        let e = parse("name: x\nversion: 1\nschema: docker\ntimeout: soon\n").expect_err("bad");
+        assert_eq!(e.line, Some(4));
+        assert_eq!(parse_duration("90").expect("secs"), Duration::from_secs(90));
+        assert!(parse_duration("0s").is_err());
     }
 
     #[test]

@@ -15,10 +15,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use hermes_nats::jetstream::{self, AckKind, kv};
 use hermes_nats::{Bus, BusError, definitions};
-use hermes_schemas::events::{BuildEvent, Queued};
-use hermes_schemas::github::{BuildRequest, Decision};
-use hermes_schemas::{BuildCommand, BuildId, Envelope, subjects, webhook as wh};
-use sha2::{Digest, Sha256};
+use hermes_schemas::commands::RestartBuild;
+use hermes_schemas::events::{BuildEvent, BuildStatus, Finished, Queued};
+use hermes_schemas::github::Decision;
+use hermes_schemas::{BuildCommand, BuildId, Envelope, RepoName, subjects, webhook as wh};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -34,10 +34,12 @@ fn nats<E: std::fmt::Display>(e: E) -> SchedulerError {
     SchedulerError::Nats(e.to_string())
 }
 
-/// The build id of the build a delivery asks for: a hash of its delivery key.
-pub fn build_id_for(delivery_key: &str) -> BuildId {
-    let digest = Sha256::digest(delivery_key.as_bytes());
-    BuildId::parse(&hex::encode(&digest[..10])).expect("hex is a valid build id")
+/// What the scheduler stores of each build (key `build.<id>`): enough to republish its
+/// `build.queued` and command, and to restart it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct BuildRecord {
+    repo: RepoName,
+    queued: Queued,
 }
 
 /// Runs until `shutdown` is cancelled.
@@ -46,27 +48,63 @@ pub async fn run(
     pool: String,
     shutdown: CancellationToken,
 ) -> Result<(), SchedulerError> {
-    let stream = bus
-        .js
-        .get_stream_no_info(subjects::WEBHOOKS_STREAM)
-        .await
-        .map_err(nats)?;
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .get_consumer(definitions::SCHEDULER_CONSUMER)
-        .await
-        .map_err(nats)?;
     let store = bus
         .js
         .get_key_value(definitions::SCHEDULER_BUCKET)
         .await
         .map_err(nats)?;
-    let scheduler = Scheduler { bus, store, pool };
+    let scheduler = std::sync::Arc::new(Scheduler { bus, store, pool });
     tracing::info!("Scheduler started.");
+    let deliveries = {
+        let s = scheduler.clone();
+        consume(
+            s.bus.clone(),
+            subjects::WEBHOOKS_STREAM,
+            definitions::SCHEDULER_CONSUMER,
+            shutdown.clone(),
+            move |msg| {
+                let s = s.clone();
+                async move { s.handle_delivery(msg).await }
+            },
+        )
+    };
+    let control = {
+        let s = scheduler.clone();
+        consume(
+            s.bus.clone(),
+            subjects::CONTROL_STREAM,
+            definitions::SCHEDULER_CONTROL_CONSUMER,
+            shutdown,
+            move |msg| {
+                let s = s.clone();
+                async move { s.handle_control(msg).await }
+            },
+        )
+    };
+    let (a, b) = tokio::join!(deliveries, control);
+    a.and(b)
+}
+
+/// Pulls from a durable consumer and hands each message to `handle`, one at a time, in order.
+async fn consume<F, Fut>(
+    bus: Bus,
+    stream: &str,
+    consumer: &str,
+    shutdown: CancellationToken,
+    handle: F,
+) -> Result<(), SchedulerError>
+where
+    F: Fn(jetstream::Message) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let stream = bus.js.get_stream_no_info(stream).await.map_err(nats)?;
+    let consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer(consumer).await.map_err(nats)?;
     loop {
         let mut messages = match consumer.messages().await {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "Cannot pull deliveries, retrying.");
+                tracing::warn!(error = %e, "Cannot pull messages, retrying.");
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     () = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -79,7 +117,7 @@ pub async fn run(
                 next = messages.next() => next,
             };
             match next {
-                Some(Ok(msg)) => scheduler.handle(msg).await,
+                Some(Ok(msg)) => handle(msg).await,
                 Some(Err(e)) => tracing::debug!(error = %e, "Pull stream hiccup."),
                 None => break,
             }
@@ -93,8 +131,35 @@ struct Scheduler {
     pool: String,
 }
 
+/// How handling a message ended, for its ack.
+enum Outcome {
+    Done,
+    /// Unusable for good: terminate it.
+    Poison(String),
+    /// Could not finish now: deliver it again.
+    Retry(SchedulerError),
+}
+
+async fn settle(msg: &jetstream::Message, outcome: Outcome) {
+    let ack = match outcome {
+        Outcome::Done => msg.ack().await,
+        Outcome::Poison(why) => {
+            tracing::error!(why, "Message is unusable; terminating it.");
+            msg.ack_with(AckKind::Term).await
+        }
+        Outcome::Retry(e) => {
+            tracing::warn!(error = %e, "Handling failed; the message will be retried.");
+            msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await
+        }
+    };
+    if let Err(e) = ack {
+        tracing::warn!(error = %e, "Ack failed; the message will come again and be deduplicated.");
+    }
+}
+
 impl Scheduler {
-    async fn handle(&self, msg: jetstream::Message) {
+    async fn handle_delivery(&self, msg: jetstream::Message) {
         let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let header = |name: &str| {
             msg.headers
@@ -111,61 +176,166 @@ impl Scheduler {
         let outcome = match hermes_schemas::github::decide(&event, &msg.payload) {
             Ok(Decision::Skip(why)) => {
                 tracing::debug!(why, "Delivery builds nothing.");
-                Ok(())
+                Outcome::Done
             }
-            Ok(Decision::Build(req)) => self.schedule(&key, req).await,
-            Err(e) => {
-                // The gateway refuses these, so this is a delivery recorded by something else.
-                tracing::error!(error = %e, "Delivery payload is unusable; terminating it.");
-                if let Err(e) = msg.ack_with(AckKind::Term).await {
-                    tracing::warn!(error = %e, "Terminating the delivery failed.");
-                }
-                return;
-            }
-        };
-        let ack = match outcome {
-            Ok(()) => msg.ack().await,
-            Err(e) => {
-                tracing::warn!(error = %e, "Scheduling failed; the delivery will be retried.");
-                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            Ok(Decision::Build(req)) => {
+                let queued = Queued {
+                    number: 0,
+                    trigger: req.trigger,
+                    git_ref: req.git_ref,
+                    commit: req.commit,
+                    clone_url: req.clone_url,
+                    pull_request: req.pull_request,
+                    delivery: Some(key.clone()),
+                    restarted_from: None,
+                };
+                match self
+                    .schedule(BuildId::for_delivery(&key), req.repo, queued)
                     .await
+                {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => Outcome::Retry(e),
+                }
             }
+            // The gateway refuses these, so this is a delivery recorded by something else.
+            Err(e) => Outcome::Poison(e.to_string()),
         };
-        if let Err(e) = ack {
-            tracing::warn!(error = %e, "Ack failed; the delivery will come again and be deduplicated.");
+        settle(&msg, outcome).await;
+    }
+
+    async fn handle_control(&self, msg: jetstream::Message) {
+        let subject = msg.subject.to_string();
+        let span = tracing::info_span!("control", %subject);
+        let _guard = span.enter();
+        let outcome = match subject.rsplitn(3, '.').collect::<Vec<_>>().as_slice() {
+            [id, "cancel", ..] => match BuildId::parse(id) {
+                Ok(id) => self.cancel(&id).await,
+                Err(e) => Outcome::Poison(e.to_string()),
+            },
+            [_, "restart", ..] => match serde_json::from_slice::<RestartBuild>(&msg.payload) {
+                Ok(r) => self.restart(&r).await,
+                Err(e) => Outcome::Poison(format!("restart command: {e}")),
+            },
+            _ => Outcome::Poison(format!("unknown control subject {subject}")),
+        };
+        settle(&msg, outcome).await;
+    }
+
+    /// Ends a build that no runner holds. A runner that holds it hears the same command and ends
+    /// its attempt; the fold lets only the current attempt's end count, so either way the build
+    /// ends once.
+    async fn cancel(&self, id: &BuildId) -> Outcome {
+        let record = match self.record(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Outcome::Poison(format!("cancel of unknown build {id}")),
+            Err(e) => return Outcome::Retry(e),
+        };
+        let finished = Envelope::new(
+            id.clone(),
+            record.repo,
+            0,
+            OffsetDateTime::now_utc(),
+            BuildEvent::Finished(Finished {
+                status: BuildStatus::Canceled,
+                error: None,
+            }),
+        );
+        match self
+            .bus
+            .publish_json(finished.subject(), &finished.id, &finished)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(build = %id, "Cancel recorded.");
+                Outcome::Done
+            }
+            Err(e) => Outcome::Retry(e.into()),
         }
     }
 
-    async fn schedule(&self, key: &str, req: BuildRequest) -> Result<(), SchedulerError> {
-        let build_id = build_id_for(key);
-        let number = self.number_for(&build_id, &req).await?;
-        let queued = Envelope::new(
-            build_id.clone(),
-            req.repo.clone(),
-            0,
-            OffsetDateTime::now_utc(),
-            BuildEvent::Queued(Queued {
-                number,
-                trigger: req.trigger,
-                git_ref: req.git_ref.clone(),
-                commit: req.commit.clone(),
-                clone_url: req.clone_url.clone(),
-                pull_request: req.pull_request,
-                delivery: Some(key.to_owned()),
-            }),
-        );
-        self.bus
-            .publish_json(queued.subject(), &queued.id, &queued)
-            .await?;
+    async fn restart(&self, r: &RestartBuild) -> Outcome {
+        let record = match self.record(&r.build_id).await {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return Outcome::Poison(format!("restart of unknown build {}", r.build_id)),
+            Err(e) => return Outcome::Retry(e),
+        };
+        let queued = Queued {
+            number: 0,
+            delivery: None,
+            restarted_from: Some(r.build_id.clone()),
+            ..record.queued
+        };
+        let id = BuildId::for_restart(&r.build_id, &r.request_id);
+        match self.schedule(id, record.repo, queued).await {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Retry(e),
+        }
+    }
+
+    async fn record(&self, id: &BuildId) -> Result<Option<BuildRecord>, SchedulerError> {
+        match self
+            .store
+            .get(definitions::build_key(id))
+            .await
+            .map_err(nats)?
+        {
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(nats),
+            None => Ok(None),
+        }
+    }
+
+    /// Numbers the build (once), then publishes `build.queued` and the build command.
+    async fn schedule(
+        &self,
+        build_id: BuildId,
+        repo: RepoName,
+        queued: Queued,
+    ) -> Result<(), SchedulerError> {
+        let record = match self.record(&build_id).await? {
+            Some(r) => r,
+            None => {
+                let number = self.next_number(&repo).await?;
+                let record = BuildRecord {
+                    repo,
+                    queued: Queued { number, ..queued },
+                };
+                let value = serde_json::to_vec(&record).map_err(nats)?;
+                match self
+                    .store
+                    .create(definitions::build_key(&build_id), value.into())
+                    .await
+                {
+                    Ok(_) => record,
+                    // Another scheduler numbered this build first; its record wins.
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => self
+                        .record(&build_id)
+                        .await?
+                        .ok_or_else(|| SchedulerError::Nats("build record vanished".into()))?,
+                    Err(e) => return Err(nats(e)),
+                }
+            }
+        };
+        let BuildRecord { repo, queued } = record;
+        let number = queued.number;
         let command = BuildCommand::new(
             build_id.clone(),
-            req.repo,
+            repo.clone(),
             number,
-            req.trigger,
-            req.git_ref,
-            req.commit,
-            req.clone_url,
+            queued.trigger,
+            queued.git_ref.clone(),
+            queued.commit.clone(),
+            queued.clone_url.clone(),
         );
+        let event = Envelope::new(
+            build_id.clone(),
+            repo,
+            0,
+            OffsetDateTime::now_utc(),
+            BuildEvent::Queued(queued),
+        );
+        self.bus
+            .publish_json(event.subject(), &event.id, &event)
+            .await?;
         self.bus
             .publish_json(subjects::build_command(&self.pool), &command.id(), &command)
             .await?;
@@ -173,17 +343,13 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The build's number: the one stored for this build id, or the repository's next one.
-    async fn number_for(&self, build: &BuildId, req: &BuildRequest) -> Result<u64, SchedulerError> {
-        let build_key = format!("build.{build}");
-        if let Some(v) = self.store.get(&build_key).await.map_err(nats)? {
-            return parse_number(&v);
-        }
-        let repo_key = format!("repo.{}", req.repo.subject_token().replace('%', "="));
-        let number = loop {
-            match self.store.entry(&repo_key).await.map_err(nats)? {
-                None => match self.store.create(&repo_key, "1".into()).await {
-                    Ok(_) => break 1,
+    /// The repository's next build number (compare-and-set on its counter).
+    async fn next_number(&self, repo: &RepoName) -> Result<u64, SchedulerError> {
+        let key = format!("repo.{}", repo.subject_token().replace('%', "="));
+        loop {
+            match self.store.entry(&key).await.map_err(nats)? {
+                None => match self.store.create(&key, "1".into()).await {
+                    Ok(_) => return Ok(1),
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
                     Err(e) => return Err(nats(e)),
                 },
@@ -191,28 +357,15 @@ impl Scheduler {
                     let next = parse_number(&entry.value)? + 1;
                     match self
                         .store
-                        .update(&repo_key, next.to_string().into(), entry.revision)
+                        .update(&key, next.to_string().into(), entry.revision)
                         .await
                     {
-                        Ok(_) => break next,
+                        Ok(_) => return Ok(next),
                         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                         Err(e) => return Err(nats(e)),
                     }
                 }
             }
-        };
-        match self
-            .store
-            .create(&build_key, number.to_string().into())
-            .await
-        {
-            Ok(_) => Ok(number),
-            // Another scheduler numbered this build first; its number wins.
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                let v = self.store.get(&build_key).await.map_err(nats)?;
-                parse_number(&v.unwrap_or_default())
-            }
-            Err(e) => Err(nats(e)),
         }
     }
 }
@@ -222,16 +375,4 @@ fn parse_number(v: &[u8]) -> Result<u64, SchedulerError> {
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| SchedulerError::Nats(format!("stored build number {v:?} is not a number")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn build_id_is_stable_and_distinct_per_delivery() {
-        assert_eq!(build_id_for("1:abc"), build_id_for("1:abc"));
-        assert_ne!(build_id_for("1:abc"), build_id_for("2:abc"));
-        assert_eq!(build_id_for("1:abc").as_str().len(), 20);
-    }
 }

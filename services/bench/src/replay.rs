@@ -1,0 +1,300 @@
+//! Replay: rebuild the read model from 1,000,000 events.
+//!
+//! The streams are filled first with 50,000 builds in 100 repositories, each `build.queued`,
+//! `build.started`, `build.finished` (150,000 build events on `HERMES_BUILDS`) and 17 log lines of
+//! 80 bytes (850,000 on `HERMES_LOGS`). Then a fresh store and projector fold both streams from
+//! sequence 0, timed until both checkpoints reach the streams' last sequences.
+//!
+//! Yardstick: the rows that fold writes (each event's build row as JSON, the by-repository and
+//! by-sequence index rows of new builds, the log rows, one checkpoint per batch), computed before
+//! the clock starts, inserted into a fresh redb file in write transactions of
+//! [`hermes_projector::MAX_BATCH`] events, with redb's default durability as the projector has.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hermes_projector::MAX_BATCH;
+use hermes_projector::model::{self, Build};
+use hermes_schemas::{Envelope, subjects};
+use redb::{Database, TableDefinition};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{self, Nats};
+use crate::{Figure, Target};
+
+pub const BUILDS: u64 = 50_000;
+pub const REPOS: u64 = 100;
+pub const LINES_PER_BUILD: u64 = 17;
+const LINE_BYTES: usize = 80;
+const WINDOW: usize = 4096;
+const LIMIT: Duration = Duration::from_secs(600);
+
+const T_BUILDS: TableDefinition<&str, &[u8]> = TableDefinition::new("builds");
+const T_BY_REPO: TableDefinition<(&str, u64), &str> = TableDefinition::new("builds_by_repo");
+const T_BY_SEQ: TableDefinition<u64, &str> = TableDefinition::new("builds_by_seq");
+const T_LOGS: TableDefinition<(&str, u32, u64), &str> = TableDefinition::new("logs");
+const T_CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("checkpoints");
+
+pub fn build_id(i: u64) -> String {
+    format!("bench-{i:06}")
+}
+
+pub fn repo(i: u64) -> String {
+    format!("bench/repo-{:02}", i % REPOS)
+}
+
+/// The JSON of a build event, as the scheduler and runner would publish it.
+pub fn event_json(i: u64, kind: &str, time: &str) -> serde_json::Value {
+    let (attempt, data) = match kind {
+        "queued" => (
+            0,
+            json!({
+                "number": i / REPOS + 1,
+                "trigger": "push",
+                "ref": "refs/heads/main",
+                "commit": format!("{:040x}", i + 1),
+                "clone_url": format!("https://github.com/{}.git", repo(i)),
+                "delivery": format!("{}:replay-{i}", support::HOOK_ID),
+            }),
+        ),
+        "started" => (1, json!({"runner": "bench-runner"})),
+        _ => (1, json!({"status": "succeeded"})),
+    };
+    let id = build_id(i);
+    json!({
+        "id": format!("{id}.{attempt}.{kind}"),
+        "version": 1,
+        "time": time,
+        "build_id": id,
+        "repo": repo(i),
+        "attempt": attempt,
+        "type": format!("build.{kind}"),
+        "data": data,
+    })
+}
+
+pub async fn run() -> anyhow::Result<Vec<Figure>> {
+    let dir = support::scratch("replay")?;
+    let nats = Nats::start(dir.path()).await?;
+    let time = "2026-01-01T00:00:00.123456Z";
+
+    // The events, in publishing order.
+    let mut envelopes = Vec::with_capacity((BUILDS * 3) as usize);
+    for i in 0..BUILDS {
+        for kind in ["queued", "started", "finished"] {
+            let e: Envelope = serde_json::from_value(event_json(i, kind, time))
+                .context("a benchmark event does not fit the schema")?;
+            envelopes.push(e);
+        }
+    }
+    let publish_start = Instant::now();
+    let (b1, b2) = (nats.bus.clone(), nats.bus.clone());
+    let builds_pub = {
+        let envelopes = envelopes.clone();
+        tokio::spawn(async move {
+            publish_all(
+                &b1,
+                envelopes.iter().map(|e| {
+                    let bytes = serde_json::to_vec(e).unwrap_or_default();
+                    (e.subject(), e.id.clone(), bytes)
+                }),
+            )
+            .await
+        })
+    };
+    let logs_pub = tokio::spawn(async move {
+        let mut text = String::new();
+        publish_all(
+            &b2,
+            (0..BUILDS).flat_map(move |i| (1..=LINES_PER_BUILD).map(move |l| (i, l))).map(
+                move |(i, l)| {
+                    log_text(i, l, &mut text);
+                    let v = json!({
+                        "type": "log.line", "version": 1, "time": time,
+                        "build_id": build_id(i), "repo": repo(i), "attempt": 1,
+                        "line": l, "stream": "stdout", "text": text,
+                    });
+                    let repo = hermes_schemas::RepoName::parse(&repo(i)).expect("valid repo");
+                    let build = hermes_schemas::BuildId::parse(&build_id(i)).expect("valid id");
+                    (
+                        subjects::log(&repo, &build),
+                        format!("{}.1.log.{l}", build_id(i)),
+                        v.to_string().into_bytes(),
+                    )
+                },
+            ),
+        )
+        .await
+    });
+    let last_builds = builds_pub.await.context("publishing builds")??;
+    let last_logs = logs_pub.await.context("publishing logs")??;
+    let publish_secs = publish_start.elapsed().as_secs_f64();
+    let events = BUILDS * 3 + BUILDS * LINES_PER_BUILD;
+
+    // Hermes: a fresh read model folds both streams from the start.
+    let store = hermes_projector::Store::open(&dir.path().join("replay.redb"))
+        .context("opening the read model")?;
+    let shutdown = CancellationToken::new();
+    let start = Instant::now();
+    let (b, s, st) = (nats.bus.clone(), shutdown.clone(), store.clone());
+    let projector = tokio::spawn(async move { hermes_projector::run(b, st, s).await });
+    let st = store.clone();
+    let done = support::wait_for(LIMIT, Duration::from_millis(5), "the replay", || {
+        let st = st.clone();
+        async move {
+            let b = st.checkpoint(subjects::BUILDS_STREAM)?;
+            let l = st.checkpoint(subjects::LOGS_STREAM)?;
+            Ok((b >= last_builds && l >= last_logs).then(Instant::now))
+        }
+    })
+    .await?;
+    let elapsed = done - start;
+    shutdown.cancel();
+    if let Err(e) = projector.await {
+        tracing::debug!(error = %e, "Projector task ended.");
+    }
+    let check = store.build(&build_id(BUILDS - 1))?.context("last build missing")?;
+    anyhow::ensure!(
+        check.status == hermes_schemas::BuildStatus::Succeeded,
+        "the last build folded to {:?}",
+        check.status
+    );
+    nats.stop().await;
+
+    // Raw: the same rows into a fresh redb, MAX_BATCH events per write transaction.
+    let path = dir.path().join("raw.redb");
+    let raw_elapsed = tokio::task::spawn_blocking(move || raw_inserts(&path, &envelopes))
+        .await
+        .context("raw inserts")??;
+    let rate = events as f64 / elapsed.as_secs_f64();
+    let raw_rate = events as f64 / raw_elapsed.as_secs_f64();
+    Ok(vec![
+        Figure::new("replay.throughput", rate, "events/s")
+            .target(Target::AtLeast(200_000.0))
+            .raw(raw_rate)
+            .ratio_target(Target::AtLeast(0.5))
+            .detail("events", events)
+            .detail("build_events", BUILDS * 3)
+            .detail("log_lines", BUILDS * LINES_PER_BUILD)
+            .detail("seconds", elapsed.as_secs_f64())
+            .detail("raw_seconds", raw_elapsed.as_secs_f64())
+            .detail("publish_seconds", publish_secs)
+            .detail(
+                "method",
+                "50,000 builds in 100 repositories (queued, started, finished) and 17 log lines of 80 bytes each, 1,000,000 events; a fresh projector folds from sequence 0 until both checkpoints reach the last sequences; raw: the rows that fold writes, precomputed, inserted into a fresh redb in transactions of MAX_BATCH events",
+            ),
+    ])
+}
+
+fn log_text(i: u64, l: u64, out: &mut String) {
+    out.clear();
+    out.push_str(&format!("{i:06} {l:03} "));
+    let fill = "Step 3/4 : RUN make -j2 all && make check  ---> Running in 0123456789ab ........";
+    let need = LINE_BYTES - out.len();
+    out.push_str(&fill[..need]);
+}
+
+/// Publishes `(subject, msg id, payload)` in order with `WINDOW` acks in flight; returns the last
+/// stream sequence.
+pub(crate) async fn publish_all(
+    bus: &hermes_nats::Bus,
+    items: impl Iterator<Item = (String, String, Vec<u8>)>,
+) -> anyhow::Result<u64> {
+    let mut pending = VecDeque::with_capacity(WINDOW);
+    let mut last = 0;
+    for (subject, id, payload) in items {
+        let ack = bus
+            .publish_nowait(subject, &id, None, payload.into())
+            .await
+            .context("publish")?;
+        pending.push_back(Box::pin(ack));
+        if pending.len() >= WINDOW
+            && let Some(oldest) = pending.pop_front()
+        {
+            last = last.max(oldest.await.context("publish ack")?.sequence);
+        }
+    }
+    while let Some(ack) = pending.pop_front() {
+        last = last.max(ack.await.context("publish ack")?.sequence);
+    }
+    Ok(last)
+}
+
+enum Row {
+    Build {
+        id: String,
+        json: Vec<u8>,
+        new: Option<(String, u64, u64)>,
+    },
+    Log {
+        id: String,
+        line: u64,
+        text: String,
+    },
+}
+
+fn raw_inserts(path: &Path, envelopes: &[Envelope]) -> anyhow::Result<Duration> {
+    // The rows, before the clock starts.
+    let mut state: HashMap<String, Build> = HashMap::new();
+    let mut build_rows = Vec::with_capacity(envelopes.len());
+    for (n, e) in envelopes.iter().enumerate() {
+        let id = e.build_id.as_str().to_owned();
+        let before = state.remove(&id);
+        let known = before.is_some();
+        let after = model::apply(before, e).context("fold")?;
+        let json = serde_json::to_vec(&after)?;
+        let new = (!known).then(|| (after.repo.as_str().to_owned(), after.number, n as u64 + 1));
+        state.insert(id.clone(), after);
+        build_rows.push(Row::Build { id, json, new });
+    }
+    let mut log_rows = Vec::with_capacity((BUILDS * LINES_PER_BUILD) as usize);
+    let mut text = String::new();
+    for i in 0..BUILDS {
+        for l in 1..=LINES_PER_BUILD {
+            log_text(i, l, &mut text);
+            log_rows.push(Row::Log {
+                id: build_id(i),
+                line: l,
+                text: text.clone(),
+            });
+        }
+    }
+
+    let start = Instant::now();
+    let db = Database::create(path)?;
+    for (stream, rows) in [
+        (subjects::BUILDS_STREAM, &build_rows),
+        (subjects::LOGS_STREAM, &log_rows),
+    ] {
+        for (b, batch) in rows.chunks(MAX_BATCH).enumerate() {
+            let txn = db.begin_write()?;
+            {
+                let mut builds = txn.open_table(T_BUILDS)?;
+                let mut by_repo = txn.open_table(T_BY_REPO)?;
+                let mut by_seq = txn.open_table(T_BY_SEQ)?;
+                let mut logs = txn.open_table(T_LOGS)?;
+                let mut ckpt = txn.open_table(T_CHECKPOINTS)?;
+                for row in batch {
+                    match row {
+                        Row::Build { id, json, new } => {
+                            if let Some((repo, number, seq)) = new {
+                                by_repo.insert((repo.as_str(), *number), id.as_str())?;
+                                by_seq.insert(*seq, id.as_str())?;
+                            }
+                            builds.insert(id.as_str(), json.as_slice())?;
+                        }
+                        Row::Log { id, line, text } => {
+                            logs.insert((id.as_str(), 1, *line), text.as_str())?;
+                        }
+                    }
+                }
+                ckpt.insert(stream, ((b + 1) * MAX_BATCH) as u64)?;
+            }
+            txn.commit()?;
+        }
+    }
+    Ok(start.elapsed())
+}

@@ -8,20 +8,7 @@ use std::time::Duration;
 
 use support::*;
 
-const REPO: &str = "Codertocat/Hello-World";
-const FIXTURE_URL: &str = "https://github.com/Codertocat/Hello-World.git";
-const PUSH_SHA: &str = "199eddf46df50de8d02e99bf1c5fdb4101338224";
 const PR_SHA: &str = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
-
-/// The go-scm branch push, pointed at `repo`'s commit.
-fn push_for(repo: &Repo) -> Vec<u8> {
-    let body = fixture("push/go-scm.push.json");
-    replace(
-        &replace(&body, PUSH_SHA, &repo.sha),
-        FIXTURE_URL,
-        &repo.url(),
-    )
-}
 
 struct Env {
     nats: Nats,

@@ -112,6 +112,12 @@ pub fn decide(event: &str, body: &[u8]) -> Result<Decision, PayloadError> {
                     p.action
                 )));
             }
+            let head = commit(&p.pull_request.head.sha, "pull_request.head.sha")?;
+            if head.is_zero() {
+                return Err(PayloadError(
+                    "pull_request.head.sha: the zero object id names no commit".into(),
+                ));
+            }
             let Some(head_repo) = p.pull_request.head.repo else {
                 return Ok(Decision::Skip(
                     "pull request head repository is gone".to_owned(),
@@ -121,7 +127,7 @@ pub fn decide(event: &str, body: &[u8]) -> Result<Decision, PayloadError> {
                 repo: repo(&p.repository.full_name)?,
                 trigger: TriggerEvent::PullRequest,
                 git_ref: git_ref(p.pull_request.head.git_ref, "pull_request.head.ref")?,
-                commit: commit(&p.pull_request.head.sha, "pull_request.head.sha")?,
+                commit: head,
                 clone_url: clone_url(head_repo.clone_url, "pull_request.head.repo.clone_url")?,
                 pull_request: Some(p.number),
             }))

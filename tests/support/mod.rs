@@ -12,6 +12,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 pub const SECRET: &str = "It's a Secret to Everybody";
+pub const API_TOKEN: &str = "test-api-token";
 pub const BASE_IMAGE: &str = "hermes-test-base:latest";
 
 /// The GitHub payload fixtures (`../shared/fixtures/github` beside the checkout).
@@ -73,6 +74,18 @@ pub fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Polls `f` until it is true, at most `within`; false when it never was.
+pub fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 /// A free port on 127.0.0.1.
@@ -183,6 +196,21 @@ impl Repo {
     }
 }
 
+/// The repository of the push and pull request fixtures.
+pub const REPO: &str = "Codertocat/Hello-World";
+pub const FIXTURE_URL: &str = "https://github.com/Codertocat/Hello-World.git";
+pub const PUSH_SHA: &str = "199eddf46df50de8d02e99bf1c5fdb4101338224";
+
+/// The go-scm branch push, pointed at `repo`'s commit.
+pub fn push_for(repo: &Repo) -> Vec<u8> {
+    let body = fixture("push/go-scm.push.json");
+    replace(
+        &replace(&body, PUSH_SHA, &repo.sha),
+        FIXTURE_URL,
+        &repo.url(),
+    )
+}
+
 pub const HERMES_YAML: &str = "name: My super pipeline\nversion: 1.0.0\nschema: docker\n";
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -280,6 +308,20 @@ impl Nats {
             self.rt.block_on(s.stop(Duration::from_secs(5)));
         }
     }
+
+    /// Stops the server (SIGTERM), keeping its store and port for [`Nats::up`].
+    pub fn down(&mut self) {
+        let server = self.server.as_mut().expect("started");
+        self.rt.block_on(server.stop(Duration::from_secs(5)));
+    }
+
+    /// Starts the server again on its port and store.
+    pub fn up(&mut self) {
+        let server = self.server.as_mut().expect("started");
+        self.rt
+            .block_on(server.restart())
+            .expect("nats-server restarts");
+    }
 }
 
 /// `hermes up` (or another subcommand) as a process of its own, killed on drop.
@@ -299,16 +341,24 @@ pub fn hermes_bin() -> &'static str {
 impl Hermes {
     /// Starts `hermes up` against `nats_url`, with its data under `data_dir`, allowing `file://` clones.
     pub fn up(nats_url: &str, data_dir: &Path) -> Self {
-        Self::spawn(
-            vec!["up".into()],
-            vec![
-                ("NATS_URL".into(), nats_url.into()),
-                ("HERMES_DATA_DIR".into(), data_dir.display().to_string()),
-                ("HERMES_GITHUB_WEBHOOK_SECRET".into(), SECRET.into()),
-                ("HERMES_CLONE_ALLOW".into(), "file://".into()),
-            ],
-            data_dir,
-        )
+        Self::service("up", nats_url, data_dir, &[])
+    }
+
+    /// Starts `hermes <command>` (`up`, `gateway`, `runner` …) with extra environment.
+    pub fn service(command: &str, nats_url: &str, data_dir: &Path, extra: &[(&str, &str)]) -> Self {
+        let mut env: Vec<(String, String)> = vec![
+            ("NATS_URL".into(), nats_url.into()),
+            ("HERMES_DATA_DIR".into(), data_dir.display().to_string()),
+            ("HERMES_GITHUB_WEBHOOK_SECRET".into(), SECRET.into()),
+            ("HERMES_CLONE_ALLOW".into(), "file://".into()),
+            ("HERMES_API_TOKEN".into(), API_TOKEN.into()),
+        ];
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        Self::spawn(vec![command.into()], env, data_dir)
     }
 
     pub fn spawn(args: Vec<String>, env: Vec<(String, String)>, data_dir: &Path) -> Self {
@@ -340,18 +390,92 @@ impl Hermes {
             .spawn()
             .expect("spawn hermes");
         self.child = Some(child);
+        // Services without HTTP say when they are ready in their log.
+        let marker = match self.args.first().map(String::as_str) {
+            Some("runner") => Some("Runner started."),
+            Some("scheduler") => Some("Scheduler started."),
+            _ => None,
+        };
         let url = format!("{}/healthz", self.base);
-        wait_for(Duration::from_secs(30), "hermes /healthz", || {
+        let before = self.logs().len();
+        wait_for(Duration::from_secs(30), "hermes to be ready", || {
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
                 panic!("hermes exited with {status}:\n{}", self.logs());
             }
-            reqwest::blocking::get(&url)
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
+            match marker {
+                Some(m) => self
+                    .logs()
+                    .get(before..)
+                    .is_some_and(|l| l.contains(m))
+                    .then_some(()),
+                None => reqwest::blocking::get(&url)
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ()),
+            }
         });
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn term(&self) {
+        if let Some(c) = self.child.as_ref() {
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status()
+                .ok();
+        }
+    }
+
+    /// True when the process has exited.
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => true,
+        }
+    }
+
+    /// `POST path` with `Authorization: Bearer <token>` when given; returns status and JSON body.
+    pub fn post(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut req = reqwest::blocking::Client::new().post(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let r = req.send().expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Waits until build `id` satisfies `pred`, and returns it.
+    pub fn wait_build(
+        &self,
+        id: &str,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        wait_for(within, what, || {
+            let r = self.get(&format!("/api/builds/{id}"));
+            if !r.status().is_success() {
+                return None;
+            }
+            let b: serde_json::Value = r.json().ok()?;
+            pred(&b).then_some(b)
+        })
     }
 
     pub fn logs(&self) -> String {

@@ -172,6 +172,13 @@ async fn serve(listen: SocketAddr, app: Router, shutdown: CancellationToken) -> 
         .context("HTTP server")
 }
 
+/// Sends what the client still buffers (acks are plain publishes) before the process exits.
+async fn flush(bus: &Bus) {
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(2), bus.client.flush()).await {
+        tracing::debug!(error = %e, "Final flush timed out.");
+    }
+}
+
 /// Waits for every task; the first failure cancels the rest and is returned.
 async fn supervise(
     mut tasks: JoinSet<anyhow::Result<()>>,
@@ -216,10 +223,11 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     tasks.spawn(async move { hermes_projector::run(b, st, s).await.context("projector") });
     let app = health()
         .merge(hermes_gateway::router(gateway_state(common, bus.clone())?))
-        .merge(hermes_projector::api::router(store, bus));
+        .merge(hermes_projector::api::router(store, bus.clone()));
     let (listen, s) = (common.listen, shutdown.clone());
     tasks.spawn(async move { serve(listen, app, s).await });
     let result = supervise(tasks, shutdown).await;
+    flush(&bus).await;
     if let Some(server) = server.as_mut() {
         server.stop(Duration::from_secs(10)).await;
         tracing::info!("Stopped nats-server.");
@@ -238,17 +246,21 @@ pub async fn gateway(common: Common, shutdown: CancellationToken) -> anyhow::Res
 pub async fn scheduler(common: Common, shutdown: CancellationToken) -> anyhow::Result<()> {
     validate(&common)?;
     let bus = connect(&common, "hermes-scheduler").await?;
-    hermes_scheduler::run(bus, common.pool, shutdown)
+    let result = hermes_scheduler::run(bus.clone(), common.pool, shutdown)
         .await
-        .context("scheduler")
+        .context("scheduler");
+    flush(&bus).await;
+    result
 }
 
 pub async fn runner(common: Common, shutdown: CancellationToken) -> anyhow::Result<()> {
     validate(&common)?;
     let bus = connect(&common, "hermes-runner").await?;
-    hermes_runner::run(bus, runner_config(&common, None), shutdown)
+    let result = hermes_runner::run(bus.clone(), runner_config(&common, None), shutdown)
         .await
-        .context("runner")
+        .context("runner");
+    flush(&bus).await;
+    result
 }
 
 pub async fn projector(common: Common, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -117,7 +117,7 @@ async fn logs(State(store): State<Store>, Path(id): Path<String>) -> Result<Resp
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-type Position = (u32, u64);
+use crate::store::LogPosition as Position;
 
 /// The log so far, then every new line as it is published, as server-sent events (`id:
 /// <attempt>.<line>`, `data: <text>`); a last `end` event carries the final status.

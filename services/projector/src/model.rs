@@ -75,12 +75,7 @@ pub fn apply(build: Option<Build>, e: &Envelope) -> Option<Build> {
             if e.attempt <= b.attempt || b.status.is_final() {
                 return Some(b);
             }
-            if let Some(prev) = b.attempts.last_mut()
-                && prev.outcome.is_none()
-            {
-                prev.outcome = Some(BuildStatus::Errored);
-                prev.finished_at = Some(e.time);
-            }
+            close_open_attempt(&mut b, e.time);
             b.attempt = e.attempt;
             b.status = BuildStatus::Running;
             b.started_at.get_or_insert(e.time);
@@ -94,9 +89,14 @@ pub fn apply(build: Option<Build>, e: &Envelope) -> Option<Build> {
             Some(b)
         }
         (BuildEvent::Finished(f), Some(mut b)) => {
-            // Only the current attempt may end the build, and only once.
-            if e.attempt != b.attempt || b.status.is_final() {
+            // Only the current attempt, or a newer one that ended without starting (a runner gave
+            // up on it), may end the build, and only once.
+            if e.attempt < b.attempt || b.status.is_final() {
                 return Some(b);
+            }
+            if e.attempt > b.attempt {
+                close_open_attempt(&mut b, e.time);
+                b.attempt = e.attempt;
             }
             b.status = f.status;
             b.finished_at = Some(e.time);
@@ -107,6 +107,16 @@ pub fn apply(build: Option<Build>, e: &Envelope) -> Option<Build> {
             }
             Some(b)
         }
+    }
+}
+
+/// An attempt still open when a newer one begins was lost with its runner.
+fn close_open_attempt(b: &mut Build, at: OffsetDateTime) {
+    if let Some(prev) = b.attempts.last_mut()
+        && prev.outcome.is_none()
+    {
+        prev.outcome = Some(BuildStatus::Errored);
+        prev.finished_at = Some(at);
     }
 }
 
@@ -230,6 +240,39 @@ mod tests {
         );
         let b = apply(Some(b), &finished(2, 5, BuildStatus::Succeeded)).expect("known");
         assert_eq!(b.status, BuildStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_newer_attempt_that_gave_up_without_starting_ends_the_build() {
+        let b = fold(&[
+            queued(),
+            started(1, 1),
+            finished(2, 3, BuildStatus::Errored),
+        ])
+        .expect("known");
+        assert_eq!((b.status, b.attempt), (BuildStatus::Errored, 2));
+        assert_eq!(b.attempts[0].outcome, Some(BuildStatus::Errored));
+    }
+
+    #[test]
+    fn a_cancel_of_the_queued_build_loses_to_a_running_attempt() {
+        let cancel = ev(
+            0,
+            2,
+            BuildEvent::Finished(Finished {
+                status: BuildStatus::Canceled,
+                error: None,
+            }),
+        );
+        let b = fold(&[queued(), started(1, 1), cancel.clone()]).expect("known");
+        assert_eq!(
+            b.status,
+            BuildStatus::Running,
+            "the runner of attempt 1 ends it"
+        );
+        let b = fold(&[queued(), cancel, started(1, 3)]).expect("known");
+        assert_eq!(b.status, BuildStatus::Canceled);
+        assert!(b.attempts.is_empty());
     }
 
     #[test]

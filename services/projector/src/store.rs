@@ -27,6 +27,9 @@ fn err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// Where a line sits in a build's log: attempt, then line number.
+pub type LogPosition = (u32, u64);
+
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
@@ -206,7 +209,7 @@ impl Store {
         &self,
         id: &str,
         after: (u32, u64),
-    ) -> Result<Vec<((u32, u64), String)>, StoreError> {
+    ) -> Result<Vec<(LogPosition, String)>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let t = txn.open_table(LOGS).map_err(err)?;
         let mut out = Vec::new();

@@ -154,35 +154,34 @@ pub async fn remove_leftovers(docker: &Docker, runner: &str) -> Result<usize, Do
     Ok(removed)
 }
 
-/// Waits until the engine answers a ping, retrying with backoff for at most `within`.
-pub async fn wait_for_engine(
-    docker: &Docker,
-    within: std::time::Duration,
-    log: &mut LogSink,
-) -> Result<(), String> {
+/// Connects to the engine (`DOCKER_HOST`, else the local socket) and waits until it answers a
+/// ping, retrying with backoff for at most `within`.
+pub async fn connect(within: std::time::Duration, log: &mut LogSink) -> Result<Docker, String> {
     let deadline = tokio::time::Instant::now() + within;
     let mut backoff = std::time::Duration::from_millis(250);
     let mut told = false;
     loop {
-        match docker.ping().await {
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                if tokio::time::Instant::now() + backoff > deadline {
-                    return Err(format!(
-                        "Docker engine unavailable: {e} (retried for {within:?})"
-                    ));
-                }
-                if !told {
-                    log.line(
-                        LogStream::System,
-                        format!("Docker engine unavailable ({e}); retrying for up to {within:?}"),
-                    )
-                    .await;
-                    told = true;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-            }
+        let error = match Docker::connect_with_defaults() {
+            Ok(docker) => match docker.ping().await {
+                Ok(_) => return Ok(docker),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() + backoff > deadline {
+            return Err(format!(
+                "Docker engine unavailable: {error} (retried for {within:?})"
+            ));
         }
+        if !told {
+            log.line(
+                LogStream::System,
+                format!("Docker engine unavailable ({error}); retrying for up to {within:?}"),
+            )
+            .await;
+            told = true;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
     }
 }

@@ -103,8 +103,6 @@ pub async fn run(
     config: RunnerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), RunnerError> {
-    let docker =
-        bollard::Docker::connect_with_defaults().map_err(|e| RunnerError::Docker(e.to_string()))?;
     let work = config.work_dir();
     // Whatever a dead predecessor of this name left is garbage now: its command comes back as a
     // new attempt, which starts from scratch.
@@ -116,7 +114,11 @@ pub async fn run(
     tokio::fs::create_dir_all(&work)
         .await
         .map_err(|e| RunnerError::WorkDir(work.clone(), e))?;
-    match docker::remove_leftovers(&docker, &config.name).await {
+    let leftovers = match bollard::Docker::connect_with_defaults() {
+        Ok(docker) => docker::remove_leftovers(&docker, &config.name).await,
+        Err(e) => Err(e),
+    };
+    match leftovers {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             removed = n,
@@ -125,45 +127,9 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "Cannot look for leftovers in Docker."),
     }
     let consumer = lease_consumer(&bus, &config).await?;
-    let runner = Runner {
-        bus,
-        docker,
-        config,
-    };
+    let runner = Runner { bus, config };
     tracing::info!(runner = %runner.config.name, pool = %runner.config.pool, lease = ?runner.config.lease, "Runner started.");
-    while !shutdown.is_cancelled() {
-        // One command at a time: a pull of one message, so the runner never holds work it has not
-        // started while another runner sits idle. The short expiry bounds how long a pull left
-        // behind at shutdown can swallow a command.
-        let batch = consumer
-            .batch()
-            .max_messages(1)
-            .expires(Duration::from_secs(2))
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "Cannot pull build commands, retrying.");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        let next = tokio::select! {
-            () = shutdown.cancelled() => break,
-            next = batch.next() => next,
-        };
-        match next {
-            Some(Ok(msg)) => runner.handle(msg, &shutdown).await,
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "Pull ended without a command.");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            None => {}
-        }
-    }
+    runner.take_work(&consumer, &shutdown).await?;
     tracing::info!(runner = %runner.config.name, "Runner stopped.");
     Ok(())
 }
@@ -194,7 +160,6 @@ async fn lease_consumer(
 
 struct Runner {
     bus: Bus,
-    docker: bollard::Docker,
     config: RunnerConfig,
 }
 
@@ -212,7 +177,87 @@ enum Ending {
     HandBack,
 }
 
+/// How long one pull request waits for a command.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
+
 impl Runner {
+    /// Asks for one command at a time on an inbox that lives as long as the runner, so a command
+    /// delivered just as a request expires still arrives here, instead of vanishing into a
+    /// dropped inbox until its lease runs out. A new request goes out only when the last one is
+    /// answered (a command or a status), so the runner never holds a command it has not started.
+    async fn take_work(
+        &self,
+        consumer: &jetstream::consumer::PullConsumer,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RunnerError> {
+        let inbox = self.bus.client.new_inbox();
+        let mut deliveries = self
+            .bus
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| RunnerError::Nats(e.to_string()))?;
+        // When the request in flight must be answered by, at the latest.
+        let mut pending: Option<Instant> = None;
+        loop {
+            if pending.is_none() {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                let request = jetstream::consumer::pull::BatchConfig {
+                    batch: 1,
+                    expires: Some(PULL_EXPIRES),
+                    ..Default::default()
+                };
+                match consumer.request_batch(request, inbox.clone().into()).await {
+                    Ok(()) => {
+                        pending = Some(Instant::now() + PULL_EXPIRES + Duration::from_secs(3))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Cannot ask for build commands, retrying.");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return Ok(()),
+                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                }
+            }
+            let answer_by = pending.unwrap_or_else(Instant::now);
+            tokio::select! {
+                msg = deliveries.next() => {
+                    let Some(msg) = msg else {
+                        return Err(RunnerError::Nats("the command inbox closed".into()));
+                    };
+                    pending = None;
+                    if let Some(status) = msg.status {
+                        // 408: the request expired empty; others (409 …) say why it ended.
+                        if status.as_u16() != 408 {
+                            tracing::debug!(%status, description = ?msg.description, "Pull request ended.");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        continue;
+                    }
+                    let msg = jetstream::Message { message: msg, context: self.bus.js.clone() };
+                    if shutdown.is_cancelled() {
+                        // Asked for before the signal; not started, so straight back to the queue.
+                        if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+                            tracing::warn!(error = %e, "Handing a command back failed.");
+                        }
+                        if let Err(e) = self.bus.client.flush().await {
+                            tracing::warn!(error = %e, "Flushing the hand-back failed.");
+                        }
+                        continue;
+                    }
+                    self.handle(msg, shutdown).await;
+                }
+                () = tokio::time::sleep_until(answer_by) => {
+                    // No answer at all (NATS restarted?): ask again.
+                    pending = None;
+                }
+            }
+        }
+    }
+
     async fn handle(&self, msg: jetstream::Message, shutdown: &CancellationToken) {
         let attempt = msg
             .info()
@@ -238,6 +283,7 @@ impl Runner {
                 "gave up after {} attempts: every runner that took this build stopped before it finished",
                 self.config.max_attempts
             );
+            tracing::warn!(why, "Giving the build up.");
             self.finish(&command, attempt, BuildStatus::Errored, Some(why))
                 .await;
             self.ack(&msg).await;
@@ -378,6 +424,10 @@ impl Runner {
                 if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
                     tracing::warn!(error = %e, "Handing the build back failed; it returns when its lease runs out.");
                 }
+                // The nak is a plain publish: make sure it leaves before the process may exit.
+                if let Err(e) = self.bus.client.flush().await {
+                    tracing::warn!(error = %e, "Flushing the hand-back failed.");
+                }
                 tracing::info!("Build handed back.");
             }
         }
@@ -460,7 +510,9 @@ impl Runner {
     }
 
     async fn clean(&self, dir: &Path, tag: &str) {
-        docker::remove_image(&self.docker, tag).await;
+        if let Ok(docker) = bollard::Docker::connect_with_defaults() {
+            docker::remove_image(&docker, tag).await;
+        }
         if let Err(e) = tokio::fs::remove_dir_all(dir).await
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -526,14 +578,14 @@ impl Runner {
             .await
             .map_err(|e| errored(format!("packing the build context failed: {e}")))?
             .map_err(|e| errored(format!("packing the build context failed: {e}")))?;
-        docker::wait_for_engine(&self.docker, self.config.docker_wait, log)
+        let engine = docker::connect(self.config.docker_wait, log)
             .await
             .map_err(errored)?;
         let labels = HashMap::from([(
             docker::LABEL.to_owned(),
             format!("{}/{}", self.config.name, command.build_id),
         )]);
-        let build = docker::build(&self.docker, context, tag, &labels, log);
+        let build = docker::build(&engine, context, tag, &labels, log);
         match tokio::time::timeout_at(started + limit, build).await {
             Err(_) => Err(Stop::Timeout(limit)),
             Ok(BuildOutcome::Built) => Ok(BuildStatus::Succeeded),

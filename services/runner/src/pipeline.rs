@@ -49,7 +49,11 @@ struct Raw {
 /// Parses the text of `Hermes.yaml`.
 pub fn parse(text: &str) -> Result<Pipeline, PipelineError> {
     let raw: Raw = serde_yaml_ng::from_str(text).map_err(|e| PipelineError {
-        line: e.location().map(|l| l.line()),
+        // The YAML parser places an error at the very end of a file without a final newline on
+        // the line after the last; point at the last line instead.
+        line: e
+            .location()
+            .map(|l| l.line().min(text.lines().count().max(1))),
         message: e.to_string(),
     })?;
     let line_of = |key: &str| {
@@ -151,6 +155,12 @@ mod tests {
         assert_eq!(e.line, Some(4));
         assert_eq!(parse_duration("90").expect("secs"), Duration::from_secs(90));
         assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn an_error_at_the_end_points_at_the_last_line() {
+        let e = parse("name: x\nvehnaem").expect_err("broken");
+        assert_eq!(e.line, Some(2), "{e}");
     }
 
     #[test]

@@ -87,6 +87,31 @@ fn signed_push_builds_the_commit_and_serves_status_and_every_log_line() {
     let numbers: Vec<u32> = log.lines().filter_map(|l| l.parse().ok()).collect();
     assert_eq!(numbers, (1..=200).collect::<Vec<_>>(), "{log}");
     assert!(log.contains("Successfully built"), "{log}");
+
+    // The live log of a finished build: every stored line, then the end with the status.
+    let sse = hermes.get(&format!("/api/builds/{id}/logs/stream"));
+    assert!(
+        sse.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/event-stream")
+    );
+    let events = sse.text().expect("the stream ends with the build");
+    assert!(events.contains("data: first line\n"), "{events}");
+    assert!(
+        events.trim_end().ends_with("event: end\ndata: succeeded"),
+        "{events}"
+    );
+
+    // The web page is served beside the API.
+    let page = hermes.get("/");
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html")
+    );
+    assert!(page.text().expect("html").contains("/api/builds"));
 }
 
 #[test]
@@ -300,5 +325,54 @@ fn hermes_refuses_to_start_without_the_webhook_secret() {
     assert!(
         stderr.contains("HERMES_GITHUB_WEBHOOK_SECRET is not set"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn the_live_log_stream_delivers_lines_while_the_build_runs() {
+    let Env { hermes, .. } = &env();
+    let repo = Repo::new(&[
+        ("Hermes.yaml", HERMES_YAML),
+        (
+            "Dockerfile",
+            "FROM hermes-test-base:latest\nRUN echo begin && sleep 2 && for i in 1 2 3; do echo tick $i; sleep 1; done\n",
+        ),
+    ]);
+    assert_eq!(
+        hermes.deliver("push", "d-live", &push_for(&repo)).status(),
+        202
+    );
+    let id = wait_for(Duration::from_secs(60), "the build to start", || {
+        hermes
+            .builds(REPO)
+            .into_iter()
+            .find(|b| b["status"] == "running")
+            .and_then(|b| b["id"].as_str().map(str::to_owned))
+    });
+    // Connected while the build runs; the stream ends by itself when the build does.
+    let events = hermes
+        .get(&format!("/api/builds/{id}/logs/stream"))
+        .text()
+        .expect("the stream ends with the build");
+    let data: Vec<&str> = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    let ticks: Vec<&str> = data
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("tick "))
+        .collect();
+    assert_eq!(ticks, ["tick 1", "tick 2", "tick 3"], "{events}");
+    assert_eq!(data.last(), Some(&"succeeded"), "{events}");
+    // Every line once, in the order of the stored log.
+    let stored: Vec<String> = hermes.log_of(&id).lines().map(str::to_owned).collect();
+    assert_eq!(
+        &data[..data.len() - 1],
+        stored
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
     );
 }

@@ -62,6 +62,7 @@ pub fn router(store: Store, bus: Bus) -> Router {
             bus,
         });
     Router::new()
+        .route("/", get(page))
         .route("/api/builds", get(list))
         .route("/api/builds/{id}", get(one))
         .route("/api/builds/{id}/logs", get(logs))
@@ -73,6 +74,15 @@ pub fn router(store: Store, bus: Bus) -> Router {
 struct Live {
     store: Store,
     bus: Bus,
+}
+
+/// The web page: a list of builds and a live log, reading only this API.
+async fn page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("../ui/index.html"),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

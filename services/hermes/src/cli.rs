@@ -34,6 +34,11 @@ pub enum Command {
     Runner(Common),
     /// Run the projector alone: the read model and GET /api/….
     Projector(Common),
+    /// Benchmarks against the raw engines: `hermes bench [--json] [SCENARIO…]` (see BENCHMARKS.md).
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

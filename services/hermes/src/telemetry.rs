@@ -20,3 +20,13 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().try_init().ok(),
     };
 }
+
+/// Warnings only (unless `RUST_LOG` says otherwise): for `hermes bench`, whose output is its table.
+pub fn init_quiet() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .ok();
+}

@@ -74,6 +74,16 @@ impl Cluster {
     }
 }
 
+/// Waits until build `id` runs and its log shows the container's first line (`started`).
+fn running_after_start(core: &Hermes, id: &str) -> Value {
+    core.wait_build(
+        id,
+        Duration::from_secs(60),
+        "the build to run its step",
+        |b| b["status"] == "running" && core.log_of(id).contains("started\n"),
+    )
+}
+
 fn is_final(b: &Value) -> bool {
     matches!(
         b["status"].as_str(),
@@ -102,14 +112,7 @@ fn a_runner_killed_mid_build_is_replaced_by_a_visible_second_attempt() {
     let repo =
         repo_with("FROM hermes-test-base:latest\nRUN echo started && sleep 6 && echo done\n");
     let id = c.push(&repo, "d-kill");
-    let running = c
-        .core
-        .wait_build(&id, Duration::from_secs(60), "attempt 1 running", |b| {
-            b["status"] == "running"
-                && c.core
-                    .log_of(b["id"].as_str().unwrap_or(""))
-                    .contains("started\n")
-        });
+    let running = running_after_start(&c.core, &id);
     let victim = running["attempts"][0]["runner"]
         .as_str()
         .expect("runner")
@@ -192,14 +195,7 @@ fn a_runner_presumed_dead_that_wakes_up_changes_nothing() {
     let repo =
         repo_with("FROM hermes-test-base:latest\nRUN echo started && sleep 5 && echo done\n");
     let id = c.push(&repo, "d-zombie");
-    let running = c
-        .core
-        .wait_build(&id, Duration::from_secs(60), "attempt 1 running", |b| {
-            b["status"] == "running"
-                && c.core
-                    .log_of(b["id"].as_str().unwrap_or(""))
-                    .contains("started\n")
-        });
+    let running = running_after_start(&c.core, &id);
     let sleeper = running["attempts"][0]["runner"]
         .as_str()
         .expect("runner")
@@ -244,14 +240,7 @@ fn sigterm_hands_a_running_build_back_at_once() {
     let repo =
         repo_with("FROM hermes-test-base:latest\nRUN echo started && sleep 8 && echo done\n");
     let id = c.push(&repo, "d-term");
-    let running = c
-        .core
-        .wait_build(&id, Duration::from_secs(60), "running", |b| {
-            b["status"] == "running"
-                && c.core
-                    .log_of(b["id"].as_str().unwrap_or(""))
-                    .contains("started\n")
-        });
+    let running = running_after_start(&c.core, &id);
     let leaving = running["attempts"][0]["runner"]
         .as_str()
         .expect("runner")
@@ -291,13 +280,7 @@ fn cancel_needs_the_token_and_stops_a_running_build_within_5_s() {
     let c = cluster(1, &[]);
     let repo = repo_with("FROM hermes-test-base:latest\nRUN echo started && sleep 30\n");
     let id = c.push(&repo, "d-cancel");
-    c.core
-        .wait_build(&id, Duration::from_secs(60), "running", |b| {
-            b["status"] == "running"
-                && c.core
-                    .log_of(b["id"].as_str().unwrap_or(""))
-                    .contains("started\n")
-        });
+    running_after_start(&c.core, &id);
     let path = format!("/api/builds/{id}/cancel");
     assert_eq!(c.core.post(&path, None).0, 401);
     assert_eq!(c.core.post(&path, Some("wrong")).0, 403);

@@ -59,24 +59,38 @@ impl Store {
         Ok(t.get(stream).map_err(err)?.map(|v| v.value()).unwrap_or(0))
     }
 
-    /// Folds a batch of build events, and stores the last sequence, in one write transaction.
-    /// Events at or below the stored checkpoint are skipped, so a batch applied twice is harmless.
-    pub fn apply_builds(&self, stream: &str, batch: &[(u64, Envelope)]) -> Result<(), StoreError> {
+    /// Runs `fold` on the events of `batch` past the stream's checkpoint, and moves the checkpoint
+    /// to the batch's last sequence, in one write transaction: a batch applied twice is harmless,
+    /// and a crash leaves either all of it or none.
+    fn apply_batch<T>(
+        &self,
+        stream: &str,
+        batch: &[(u64, T)],
+        fold: impl FnOnce(
+            &redb::WriteTransaction,
+            &mut dyn Iterator<Item = &(u64, T)>,
+        ) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let Some(&(last, _)) = batch.last() else {
             return Ok(());
         };
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut ckpt = txn.open_table(CHECKPOINTS).map_err(err)?;
-            let done = ckpt
-                .get(stream)
-                .map_err(err)?
-                .map(|v| v.value())
-                .unwrap_or(0);
+            let done = ckpt.get(stream).map_err(err)?.map_or(0, |v| v.value());
+            fold(&txn, &mut batch.iter().filter(|(seq, _)| *seq > done))?;
+            ckpt.insert(stream, last.max(done)).map_err(err)?;
+        }
+        txn.commit().map_err(err)
+    }
+
+    /// Folds a batch of build events into the builds they belong to.
+    pub fn apply_builds(&self, stream: &str, batch: &[(u64, Envelope)]) -> Result<(), StoreError> {
+        self.apply_batch(stream, batch, |txn, events| {
             let mut builds = txn.open_table(BUILDS).map_err(err)?;
             let mut by_repo = txn.open_table(BY_REPO).map_err(err)?;
             let mut by_seq = txn.open_table(BY_SEQ).map_err(err)?;
-            for (seq, event) in batch.iter().filter(|(seq, _)| *seq > done) {
+            for (seq, event) in events {
                 let id = event.build_id.as_str();
                 let before: Option<Build> = match builds.get(id).map_err(err)? {
                     Some(v) => Some(serde_json::from_slice(v.value()).map_err(err)?),
@@ -97,31 +111,19 @@ impl Store {
                     .insert(id, serde_json::to_vec(&after).map_err(err)?.as_slice())
                     .map_err(err)?;
             }
-            ckpt.insert(stream, last.max(done)).map_err(err)?;
-        }
-        txn.commit().map_err(err)
+            Ok(())
+        })
     }
 
-    /// Stores a batch of log lines and the last sequence in one write transaction.
+    /// Stores a batch of log lines. Lines of an attempt older than the build's current one (a
+    /// runner presumed dead woke up) are not kept.
     pub fn apply_logs(&self, stream: &str, batch: &[(u64, LogLine)]) -> Result<(), StoreError> {
-        let Some(&(last, _)) = batch.last() else {
-            return Ok(());
-        };
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            let mut ckpt = txn.open_table(CHECKPOINTS).map_err(err)?;
-            let done = ckpt
-                .get(stream)
-                .map_err(err)?
-                .map(|v| v.value())
-                .unwrap_or(0);
+        self.apply_batch(stream, batch, |txn, lines| {
             let mut logs = txn.open_table(LOGS).map_err(err)?;
             let builds = txn.open_table(BUILDS).map_err(err)?;
-            // The current attempt of each build in the batch: lines of an older attempt that
-            // arrive after a newer one started (a runner presumed dead woke up) are not kept.
             let mut current: std::collections::HashMap<&str, u32> =
                 std::collections::HashMap::new();
-            for (_, l) in batch.iter().filter(|(seq, _)| *seq > done) {
+            for (_, l) in lines {
                 let id = l.build_id.as_str();
                 let attempt = match current.get(id) {
                     Some(a) => *a,
@@ -136,15 +138,13 @@ impl Store {
                         a
                     }
                 };
-                if l.attempt < attempt {
-                    continue;
+                if l.attempt >= attempt {
+                    logs.insert((id, l.attempt, l.line), l.text.as_str())
+                        .map_err(err)?;
                 }
-                logs.insert((id, l.attempt, l.line), l.text.as_str())
-                    .map_err(err)?;
             }
-            ckpt.insert(stream, last.max(done)).map_err(err)?;
-        }
-        txn.commit().map_err(err)
+            Ok(())
+        })
     }
 
     pub fn build(&self, id: &str) -> Result<Option<Build>, StoreError> {

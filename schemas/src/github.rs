@@ -203,6 +203,11 @@ mod tests {
         assert!(e.0.contains("repository.full_name"), "{e}");
         let e = decide("push", &push("$(reboot)", false, "o/r")).expect_err("unsafe sha");
         assert!(e.0.contains("after"), "{e}");
+        let newline_ref = String::from_utf8(push(SHA, false, "o/r"))
+            .expect("utf-8")
+            .replace("refs/heads/main", "refs/heads/main\\nrm -rf /");
+        let e = decide("push", newline_ref.as_bytes()).expect_err("ref with a newline");
+        assert!(e.0.contains("ref"), "{e}");
         let e = decide("push", br#"{"ref": 5}"#).expect_err("wrong type");
         assert!(e.0.contains("invalid type"), "{e}");
     }

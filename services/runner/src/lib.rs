@@ -414,8 +414,17 @@ impl Runner {
                         e
                     }
                 });
-                self.finish(&command, attempt, status, error).await;
                 lease.cancel();
+                // A runner that was presumed dead (paused, cut off) and woke up must not ack the
+                // command from under the attempt that replaced it.
+                if let Some(current) = self.superseded_by(&command, attempt).await {
+                    tracing::warn!(
+                        current,
+                        "Attempt was superseded while this runner was away; dropping it."
+                    );
+                    return;
+                }
+                self.finish(&command, attempt, status, error).await;
                 self.ack(&msg).await;
                 tracing::info!(status = status.as_str(), "Build finished.");
             }
@@ -454,6 +463,23 @@ impl Runner {
             BuildEvent::Finished(Finished { status, error }),
         ))
         .await;
+    }
+
+    /// The newer attempt of this build that has started, if any.
+    async fn superseded_by(&self, command: &BuildCommand, attempt: u32) -> Option<u32> {
+        let stream = self
+            .bus
+            .js
+            .get_stream_no_info(subjects::BUILDS_STREAM)
+            .await
+            .ok()?;
+        let subject = subjects::build_event(&command.repo, &command.build_id, "started");
+        let last = stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .ok()?;
+        let event: Envelope = serde_json::from_slice(&last.payload).ok()?;
+        (event.attempt > attempt).then_some(event.attempt)
     }
 
     /// True when a cancel of the build is on the control stream.

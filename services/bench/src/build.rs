@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use futures::StreamExt;
 use hyper::StatusCode;
 use tokio::process::Command;
 
@@ -43,7 +44,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let hermes = Hermes::start(dir.path(), vec!["file://".into()]).await?;
     let result = rounds(&hermes, dir.path()).await;
     hermes.stop().await;
-    let (h, p) = result?;
+    let (h, p, l, timeline) = result?;
     let (hm, pm) = (median(&h), median(&p));
     Ok(vec![
         Figure::new("build.overhead", hm, "s")
@@ -51,11 +52,14 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             .raw(pm)
             .detail("hermes_seconds", &h)
             .detail("docker_build_seconds", &p)
+            .detail("docker_build_with_hermes_label_seconds", &l)
+            .detail("docker_build_with_hermes_label_median", median(&l))
             .detail("allowed_seconds", 1.10 * pm + 0.5)
+            .detail("last_hermes_build_timeline_ms", timeline)
             .detail(
                 "method",
                 format!(
-                    "medians of {} rounds after {WARMUP} warm-up, sides alternating; Hermes: signed push → build succeeded in the read model (checkout over file://, Hermes.yaml, classic-builder build with its label, image removal); raw: DOCKER_BUILDKIT=0 docker build -q --rm of the same files; Dockerfile: {:?}",
+                    "medians of {} rounds after {WARMUP} warm-up, sides rotating; Hermes: signed push → build succeeded in the read model (checkout over file://, Hermes.yaml, classic-builder build with its label, image removal); raw: DOCKER_BUILDKIT=0 docker build -q --rm of the same files (and, as a detail, the same with --label as the runner labels its images); Dockerfile: {:?}",
                     ROUNDS - WARMUP,
                     dockerfile()
                 ),
@@ -73,25 +77,37 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-async fn rounds(hermes: &Hermes, dir: &std::path::Path) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+type Timeline = Vec<(i64, String)>;
+
+async fn rounds(
+    hermes: &Hermes,
+    dir: &std::path::Path,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>, Timeline)> {
     let repo = GitRepo::init(dir.join("repo")).await?;
     let mut http = Http::connect(hermes.addr).await?;
-    let (mut h, mut p) = (Vec::new(), Vec::new());
+    let (mut h, mut p, mut l) = (Vec::new(), Vec::new(), Vec::new());
+    let mut timeline = Vec::new();
     for round in 0..ROUNDS {
-        let mut pair = [0.0; 2];
-        for side in [round % 2, 1 - round % 2] {
-            pair[side] = if side == 0 {
-                hermes_build(hermes, &repo, &mut http, round).await?
-            } else {
-                plain_build(dir, round).await?
+        let mut times = [0.0; 3];
+        for k in 0..3 {
+            let side = (round + k) % 3;
+            times[side] = match side {
+                0 => {
+                    let (secs, t) = hermes_build(hermes, &repo, &mut http, round).await?;
+                    timeline = t;
+                    secs
+                }
+                1 => plain_build(dir, round, None).await?,
+                _ => plain_build(dir, round, Some(docker_label())).await?,
             };
         }
         if round >= WARMUP {
-            h.push(pair[0]);
-            p.push(pair[1]);
+            h.push(times[0]);
+            p.push(times[1]);
+            l.push(times[2]);
         }
     }
-    Ok((h, p))
+    Ok((h, p, l, timeline))
 }
 
 fn nonce(side: &str, round: usize) -> String {
@@ -103,7 +119,7 @@ async fn hermes_build(
     repo: &GitRepo,
     http: &mut Http,
     round: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, Timeline)> {
     let sha = repo
         .commit(&[
             ("Hermes.yaml", support::HERMES_YAML),
@@ -114,13 +130,57 @@ async fn hermes_build(
     let delivery = Delivery::new(support::push_for(&sha, &repo.url())?);
     let delivery_id = format!("build-{round}-{}", support::now_us());
     let id = support::build_id_of(&delivery_id);
+    // Every event of the build as it goes by, for the timeline of where the time goes.
+    let mut events = hermes
+        .nats
+        .bus
+        .client
+        .subscribe(format!("hermes.*.*.{id}.>"))
+        .await
+        .context("subscribing to the build's events")?;
+    let mut logs = hermes
+        .nats
+        .bus
+        .client
+        .subscribe(format!("hermes.log.*.{id}"))
+        .await
+        .context("subscribing to the build's log")?;
+    let sent = support::now_us();
     let start = Instant::now();
-    let (status, body) = http.call(http.delivery("push", &delivery_id, &delivery)).await?;
+    let (status, body) = http
+        .call(http.delivery("push", &delivery_id, &delivery))
+        .await?;
     if status != StatusCode::ACCEPTED {
-        bail!("delivery answered {status}: {}", String::from_utf8_lossy(&body));
+        bail!(
+            "delivery answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     let build = hermes.wait_final(&id, Duration::from_secs(300)).await?;
     let secs = start.elapsed().as_secs_f64();
+    let mut timeline: Timeline = vec![(0, "delivery sent".into())];
+    let ms = |t: time::OffsetDateTime| ((t.unix_timestamp_nanos() / 1000 - sent) / 1000) as i64;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), events.next()).await {
+        if let Ok(e) = serde_json::from_slice::<hermes_schemas::Envelope>(&m.payload) {
+            timeline.push((ms(e.time), format!("build.{}", e.event.name())));
+        }
+    }
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), logs.next()).await {
+        if let Ok(l) = serde_json::from_slice::<hermes_schemas::LogLine>(&m.payload) {
+            let t = l.text.trim();
+            if l.line == 1 || t.starts_with("Step ") || t.starts_with("Successfully") {
+                timeline.push((
+                    ms(l.time),
+                    format!("log: {}", t.chars().take(60).collect::<String>()),
+                ));
+            }
+        }
+    }
+    timeline.push((
+        (secs * 1000.0) as i64,
+        "succeeded seen in the read model".into(),
+    ));
+    timeline.sort_by_key(|(t, _)| *t);
     if build.status != hermes_schemas::BuildStatus::Succeeded {
         let log = hermes.store.log(&id).unwrap_or_default();
         bail!(
@@ -129,22 +189,44 @@ async fn hermes_build(
             build.error
         );
     }
-    Ok(secs)
+    Ok((secs, timeline))
 }
 
-async fn plain_build(dir: &std::path::Path, round: usize) -> anyhow::Result<f64> {
-    let ctx = dir.join(format!("plain-{round}"));
+/// The label the runner puts on its images (through the build's `labels` option), as a
+/// `docker build --label` argument.
+fn docker_label() -> String {
+    format!(
+        "{}=bench-runner/0123456789abcdef0123",
+        hermes_runner::docker::LABEL
+    )
+}
+
+async fn plain_build(
+    dir: &std::path::Path,
+    round: usize,
+    label: Option<String>,
+) -> anyhow::Result<f64> {
+    let ctx = dir.join(format!(
+        "plain-{round}{}",
+        if label.is_some() { "-label" } else { "" }
+    ));
     tokio::fs::create_dir_all(&ctx).await?;
     tokio::fs::write(ctx.join("Hermes.yaml"), support::HERMES_YAML).await?;
     tokio::fs::write(ctx.join("Dockerfile"), dockerfile()).await?;
     tokio::fs::write(ctx.join("nonce"), nonce("plain", round)).await?;
-    let tag = format!("hermes-bench-plain:{round}");
+    let tag = format!(
+        "hermes-bench-plain:{round}{}",
+        if label.is_some() { "-label" } else { "" }
+    );
+    let mut cmd = Command::new("docker");
+    cmd.args(["build", "-q", "--rm", "-t", &tag]);
+    if let Some(l) = &label {
+        cmd.args(["--label", l]);
+    }
     let start = Instant::now();
     let out = tokio::time::timeout(
         Duration::from_secs(300),
-        Command::new("docker")
-            .args(["build", "-q", "--rm", "-t", &tag])
-            .arg(&ctx)
+        cmd.arg(&ctx)
             .env("DOCKER_BUILDKIT", "0")
             .kill_on_drop(true)
             .output(),

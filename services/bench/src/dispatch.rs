@@ -9,12 +9,10 @@
 //! Yardstick: one JetStream publish (awaiting the ack) → a pull consumer's receive, with the same
 //! pull pattern as the runner (a pending pull of one message), on a work-queue stream.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
-use hermes_gateway::{GatewayState, Secret};
 use hermes_nats::jetstream::{consumer, stream};
 use hermes_schemas::{BuildEvent, Envelope, subjects};
 use hyper::StatusCode;
@@ -33,11 +31,8 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let nats = Nats::start(dir.path()).await?;
     let shutdown = CancellationToken::new();
     let bus = nats.bus.clone();
-    let router = hermes_gateway::router(GatewayState {
-        bus: bus.clone(),
-        secret: Arc::new(Secret::new(support::SECRET)),
-    })
-    .layer(tower_http::trace::TraceLayer::new_for_http());
+    let router = hermes_gateway::router(support::gateway_state(bus.clone()))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     let addr = support::serve(router, shutdown.clone()).await?;
     let mut builds = bus
         .client
@@ -48,12 +43,12 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let scheduler = tokio::spawn(async move {
         hermes_scheduler::run(b, subjects::DEFAULT_POOL.to_owned(), s).await
     });
-    let config = hermes_runner::RunnerConfig {
-        name: "bench-runner".into(),
-        pool: subjects::DEFAULT_POOL.into(),
-        data_dir: dir.path().join("runner"),
-        clone_allow: Vec::new(),
-    };
+    let config = hermes_runner::RunnerConfig::new(
+        "bench-runner".into(),
+        subjects::DEFAULT_POOL.into(),
+        dir.path().join("runner"),
+        Vec::new(),
+    );
     let (b, s) = (bus.clone(), shutdown.clone());
     let runner = tokio::spawn(async move { hermes_runner::run(b, config, s).await });
     let delivery = Delivery::new(support::fixture(support::PUSH_FIXTURE)?);
@@ -63,12 +58,19 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let mut observed = Vec::with_capacity(SAMPLES);
     for i in 0..WARMUP + SAMPLES {
         let delivery_id = format!("dispatch-{i}");
-        let build =
-            hermes_scheduler::build_id_for(&hermes_schemas::webhook::delivery_key(support::HOOK_ID, &delivery_id));
+        let build = hermes_schemas::BuildId::for_delivery(&hermes_schemas::webhook::delivery_key(
+            support::HOOK_ID,
+            &delivery_id,
+        ));
         let sent = support::now_us();
-        let (status, body) = http.call(http.delivery("push", &delivery_id, &delivery)).await?;
+        let (status, body) = http
+            .call(http.delivery("push", &delivery_id, &delivery))
+            .await?;
         if status != StatusCode::ACCEPTED {
-            bail!("delivery answered {status}: {}", String::from_utf8_lossy(&body));
+            bail!(
+                "delivery answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         let mut held = None;
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -193,9 +195,14 @@ async fn raw_dispatch(bus: &hermes_nats::Bus) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(SAMPLES);
     for i in 0..WARMUP + SAMPLES {
         let sent = support::now_us();
-        bus.publish(format!("bench.dispatch.{i}"), &format!("raw-{i}"), None, payload.clone())
-            .await
-            .context("raw publish")?;
+        bus.publish(
+            format!("bench.dispatch.{i}"),
+            &format!("raw-{i}"),
+            None,
+            payload.clone(),
+        )
+        .await
+        .context("raw publish")?;
         let at = tokio::time::timeout(WAIT, rx.recv())
             .await
             .context("raw message not received")?

@@ -6,11 +6,9 @@
 //! turns (raw, Hermes, raw, Hermes) so that neither gets a cooler machine or an emptier stream.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hermes_gateway::{GatewayState, Secret};
 use hermes_nats::{Bus, HeaderMap, HeaderValue};
 use hermes_schemas::{subjects, webhook as wh};
 use hyper::StatusCode;
@@ -54,11 +52,8 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let nats = Nats::start(dir.path()).await?;
     let delivery = Delivery::new(support::fixture(support::PUSH_FIXTURE)?);
     let shutdown = CancellationToken::new();
-    let router = hermes_gateway::router(GatewayState {
-        bus: nats.bus.clone(),
-        secret: Arc::new(Secret::new(support::SECRET)),
-    })
-    .layer(tower_http::trace::TraceLayer::new_for_http());
+    let router = hermes_gateway::router(support::gateway_state(nats.bus.clone()))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     let addr = support::serve(router, shutdown.clone()).await?;
 
     let warm = http_load(addr, delivery.clone(), WARMUP, "warm".into()).await?;

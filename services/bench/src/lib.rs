@@ -47,7 +47,10 @@ pub enum Target {
     AtLeast(f64),
     AtMost(f64),
     /// `value ≤ factor × raw + plus` (build overhead against plain `docker build`).
-    AtMostRawTimes { factor: f64, plus: f64 },
+    AtMostRawTimes {
+        factor: f64,
+        plus: f64,
+    },
 }
 
 impl Target {
@@ -199,7 +202,14 @@ fn opt(v: Option<f64>) -> String {
 /// The table of figures, for people.
 pub fn table(figures: &[Figure]) -> String {
     let head = [
-        "scenario", "value", "unit", "target", "raw", "ratio", "ratio target", "met",
+        "scenario",
+        "value",
+        "unit",
+        "target",
+        "raw",
+        "ratio",
+        "ratio target",
+        "met",
     ];
     let rows: Vec<[String; 8]> = figures
         .iter()
@@ -378,7 +388,7 @@ mod tests {
             .ratio_target(Target::AtLeast(0.5));
         assert_eq!(f.ratio, Some(0.6));
         assert_eq!(f.met, Some(true));
-        let f = Figure::new("x", 4.0, "s")
+        let f = Figure::new("x", 3.7, "s")
             .raw(3.0)
             .target(Target::AtMostRawTimes {
                 factor: 1.1,

@@ -38,12 +38,18 @@ const REPO: &str = "bench/logs";
 const BUILD: &str = "bench-logs";
 const RAW_STREAM: &str = "BENCH_LOGS";
 const RAW_SUBJECT: &str = "bench.logs.raw";
+const BATCHED_SUBJECT: &str = "bench.logs.batched";
+/// Lines per message in the batched variant of the yardstick (what JetStream can do when a
+/// message carries several lines, as the target's rate would need on this machine).
+pub const BATCH_LINES: u64 = 64;
 const LIMIT: Duration = Duration::from_secs(300);
 
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let dir = support::scratch("logs")?;
     let nats = Nats::start(dir.path()).await?;
-    let raw = raw_side(&nats).await?;
+    create_raw_stream(&nats).await?;
+    let raw = raw_side(&nats, "raw", RAW_SUBJECT, 1).await?;
+    let batched = raw_side(&nats, "raw-batched", BATCHED_SUBJECT, BATCH_LINES).await?;
     let hermes = hermes_side(&nats, dir.path()).await?;
     nats.stop().await;
 
@@ -61,6 +67,11 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             .detail("producer_seconds", hermes.producer_secs)
             .detail("raw_seconds", raw.elapsed.as_secs_f64())
             .detail("raw_producer_seconds", raw.producer_secs)
+            .detail(
+                "raw_batched_lines_per_s",
+                LINES as f64 / batched.elapsed.as_secs_f64(),
+            )
+            .detail("raw_batched_lines_per_message", BATCH_LINES)
             .detail(
                 "method",
                 "LogSink in a child process → HERMES_LOGS → projector → redb, until the checkpoint reaches the last line; raw: the same lines and ids published by a child with 1024 in flight, counted by an ordered consumer",
@@ -85,21 +96,40 @@ struct Side {
     rss_samples: usize,
 }
 
-async fn raw_side(nats: &Nats) -> anyhow::Result<Side> {
-    let s = nats
-        .bus
+async fn create_raw_stream(nats: &Nats) -> anyhow::Result<()> {
+    nats.bus
         .js
         .create_stream(stream::Config {
             name: RAW_STREAM.into(),
-            subjects: vec![RAW_SUBJECT.into()],
+            subjects: vec!["bench.logs.>".into()],
             storage: stream::StorageType::File,
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         })
         .await
         .context("creating the raw stream")?;
+    Ok(())
+}
+
+/// The yardstick: a child publishes the lines on `subject`, `per_message` to a message; an
+/// ordered consumer counts them.
+async fn raw_side(
+    nats: &Nats,
+    mode: &str,
+    subject: &str,
+    per_message: u64,
+) -> anyhow::Result<Side> {
+    let s = nats
+        .bus
+        .js
+        .get_stream(RAW_STREAM)
+        .await
+        .context("the raw stream")?;
     let mut messages = s
-        .create_consumer(OrderedConfig::default())
+        .create_consumer(OrderedConfig {
+            filter_subject: subject.to_owned(),
+            ..Default::default()
+        })
         .await
         .context("raw consumer")?
         .messages()
@@ -110,9 +140,9 @@ async fn raw_side(nats: &Nats) -> anyhow::Result<Side> {
         let (mut n, mut bytes) = (0u64, 0usize);
         while let Some(m) = messages.next().await {
             if let Ok(m) = m {
-                n += 1;
+                n += per_message;
                 bytes += m.payload.len();
-                if n == LINES {
+                if n >= LINES {
                     if tx.send(Instant::now()).is_err() {
                         tracing::debug!("Raw completion not awaited.");
                     }
@@ -122,7 +152,7 @@ async fn raw_side(nats: &Nats) -> anyhow::Result<Side> {
         }
         bytes
     });
-    let mut child = Producer::spawn("raw", &nats.url()).await?;
+    let mut child = Producer::spawn(mode, &nats.url()).await?;
     let sampler = RssSampler::start(child.pid);
     let go = Instant::now();
     child.go().await?;
@@ -217,7 +247,10 @@ impl Producer {
 
     async fn go(&mut self) -> anyhow::Result<()> {
         let stdin = self.child.stdin.as_mut().context("producer stdin")?;
-        stdin.write_all(b"go\n").await.context("starting the producer")?;
+        stdin
+            .write_all(b"go\n")
+            .await
+            .context("starting the producer")?;
         stdin.flush().await.context("starting the producer")
     }
 
@@ -302,7 +335,8 @@ impl RssSampler {
 pub fn line_text(i: u64, out: &mut String) {
     out.clear();
     write!(out, "{i:010} ").ok();
-    const FILL: &str = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs";
+    const FILL: &str =
+        "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs";
     let need = LINE_BYTES - out.len();
     out.push_str(&FILL[..need]);
 }
@@ -311,7 +345,7 @@ pub fn line_text(i: u64, out: &mut String) {
 /// publishes, prints `done LOST SECONDS`.
 pub fn producer_main(args: &[String]) -> anyhow::Result<()> {
     let [mode, url, lines] = args else {
-        bail!("usage: {PRODUCER_ARG} hermes|raw NATS_URL LINES");
+        bail!("usage: {PRODUCER_ARG} hermes|raw|raw-batched NATS_URL LINES");
     };
     let lines: u64 = lines.parse().context("LINES")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -324,11 +358,14 @@ pub fn producer_main(args: &[String]) -> anyhow::Result<()> {
         stdout.write_all(b"ready\n").await?;
         stdout.flush().await?;
         let mut go = String::new();
-        BufReader::new(tokio::io::stdin()).read_line(&mut go).await?;
+        BufReader::new(tokio::io::stdin())
+            .read_line(&mut go)
+            .await?;
         let start = Instant::now();
         let lost = match mode.as_str() {
             "hermes" => produce_hermes(bus, lines).await?,
-            "raw" => produce_raw(bus, lines).await?,
+            "raw" => produce_raw(bus, lines, RAW_SUBJECT, 1).await?,
+            "raw-batched" => produce_raw(bus, lines, BATCHED_SUBJECT, BATCH_LINES).await?,
             other => bail!("unknown producer mode {other:?}"),
         };
         let secs = start.elapsed().as_secs_f64();
@@ -353,19 +390,35 @@ async fn produce_hermes(bus: hermes_nats::Bus, lines: u64) -> anyhow::Result<u64
     Ok(sink.finish(LogStream::Stdout).await)
 }
 
-async fn produce_raw(bus: hermes_nats::Bus, lines: u64) -> anyhow::Result<u64> {
+async fn produce_raw(
+    bus: hermes_nats::Bus,
+    lines: u64,
+    subject: &str,
+    per_message: u64,
+) -> anyhow::Result<u64> {
     let mut pending = VecDeque::with_capacity(IN_FLIGHT);
     let mut lost = 0u64;
     let mut text = String::with_capacity(LINE_BYTES);
-    for i in 1..=lines {
-        line_text(i, &mut text);
-        let id = format!("{BUILD}.1.log.{i}");
+    let mut payload = Vec::with_capacity((LINE_BYTES + 1) * per_message as usize);
+    let mut i = 0;
+    while i < lines {
+        payload.clear();
+        let first = i + 1;
+        for _ in 0..per_message.min(lines - i) {
+            i += 1;
+            line_text(i, &mut text);
+            if !payload.is_empty() {
+                payload.push(b'\n');
+            }
+            payload.extend_from_slice(text.as_bytes());
+        }
+        let id = format!("{BUILD}.1.log.{first}");
         match bus
             .publish_nowait(
-                RAW_SUBJECT.to_owned(),
+                subject.to_owned(),
                 &id,
                 None,
-                bytes::Bytes::copy_from_slice(text.as_bytes()),
+                bytes::Bytes::copy_from_slice(&payload),
             )
             .await
         {

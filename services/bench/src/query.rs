@@ -37,10 +37,18 @@ pub struct Wrk {
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let get_target = (Target::AtLeast(20_000.0), Target::AtMost(5.0));
     let list_target = (Target::AtLeast(10_000.0), Target::AtMost(5.0));
-    if support::run("sh", &["-c", "command -v wrk"], None).await.is_err() {
+    if support::run("sh", &["-c", "command -v wrk"], None)
+        .await
+        .is_err()
+    {
         let why = "wrk is not installed (apt-get install wrk)".to_owned();
         return Ok(vec![
-            Figure::skipped("query.get.throughput", "req/s", Some(get_target.0), why.clone()),
+            Figure::skipped(
+                "query.get.throughput",
+                "req/s",
+                Some(get_target.0),
+                why.clone(),
+            ),
             Figure::skipped("query.list.throughput", "req/s", Some(list_target.0), why),
         ]);
     }
@@ -73,7 +81,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     )
     .await?;
 
-    let router = hermes_projector::api::router(store)
+    let router = hermes_projector::api::router(store, nats.bus.clone())
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let addr = support::serve(router, shutdown.clone()).await?;
     let get_script = dir.path().join("get.lua");
@@ -123,12 +131,16 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     );
     let figures = |name: &str, w: &Wrk, t: (Target, Target)| {
         vec![
-            Figure::new(&format!("query.{name}.throughput"), w.requests_per_sec, "req/s")
-                .target(t.0)
-                .detail("requests", w.requests)
-                .detail("non_2xx", w.non_2xx)
-                .detail("socket_errors", w.socket_errors.clone())
-                .detail("method", method.clone()),
+            Figure::new(
+                &format!("query.{name}.throughput"),
+                w.requests_per_sec,
+                "req/s",
+            )
+            .target(t.0)
+            .detail("requests", w.requests)
+            .detail("non_2xx", w.non_2xx)
+            .detail("socket_errors", w.socket_errors.clone())
+            .detail("method", method.clone()),
             Figure::new(&format!("query.{name}.p99"), w.p99_ms, "ms")
                 .target(t.1)
                 .detail("p50_ms", w.p50_ms)

@@ -29,7 +29,10 @@ pub const BUILDS: u64 = 50_000;
 pub const REPOS: u64 = 100;
 pub const LINES_PER_BUILD: u64 = 17;
 const LINE_BYTES: usize = 80;
-const WINDOW: usize = 4096;
+/// Acks in flight per publishing task. Two tasks share one `Bus`, whose JetStream context allows
+/// 4096 unacknowledged publishes and then blocks new ones until ack futures are resolved: two
+/// windows of 4096 would each block half full, waiting for the other (a deadlock).
+const WINDOW: usize = 1024;
 const LIMIT: Duration = Duration::from_secs(600);
 
 const T_BUILDS: TableDefinition<&str, &[u8]> = TableDefinition::new("builds");
@@ -109,8 +112,9 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         let mut text = String::new();
         publish_all(
             &b2,
-            (0..BUILDS).flat_map(move |i| (1..=LINES_PER_BUILD).map(move |l| (i, l))).map(
-                move |(i, l)| {
+            (0..BUILDS)
+                .flat_map(move |i| (1..=LINES_PER_BUILD).map(move |l| (i, l)))
+                .map(move |(i, l)| {
                     log_text(i, l, &mut text);
                     let v = json!({
                         "type": "log.line", "version": 1, "time": time,
@@ -124,14 +128,17 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
                         format!("{}.1.log.{l}", build_id(i)),
                         v.to_string().into_bytes(),
                     )
-                },
-            ),
+                }),
         )
         .await
     });
     let last_builds = builds_pub.await.context("publishing builds")??;
     let last_logs = logs_pub.await.context("publishing logs")??;
     let publish_secs = publish_start.elapsed().as_secs_f64();
+    eprintln!(
+        "hermes bench:   replay: published {} events in {publish_secs:.1} s",
+        BUILDS * 3 + BUILDS * LINES_PER_BUILD
+    );
     let events = BUILDS * 3 + BUILDS * LINES_PER_BUILD;
 
     // Hermes: a fresh read model folds both streams from the start.
@@ -141,22 +148,35 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let start = Instant::now();
     let (b, s, st) = (nats.bus.clone(), shutdown.clone(), store.clone());
     let projector = tokio::spawn(async move { hermes_projector::run(b, st, s).await });
-    let st = store.clone();
-    let done = support::wait_for(LIMIT, Duration::from_millis(5), "the replay", || {
-        let st = st.clone();
-        async move {
-            let b = st.checkpoint(subjects::BUILDS_STREAM)?;
-            let l = st.checkpoint(subjects::LOGS_STREAM)?;
-            Ok((b >= last_builds && l >= last_logs).then(Instant::now))
+    // Poll both checkpoints every millisecond: the end, when each stream was done, and the batch
+    // sizes the projector committed (the steps between distinct checkpoints).
+    let mut trace = Trace::default();
+    let done = loop {
+        let b = store.checkpoint(subjects::BUILDS_STREAM)?;
+        let l = store.checkpoint(subjects::LOGS_STREAM)?;
+        let now = Instant::now();
+        trace.see(0, b, last_builds, now - start);
+        trace.see(1, l, last_logs, now - start);
+        if b >= last_builds && l >= last_logs {
+            break now;
         }
-    })
-    .await?;
+        if now - start > LIMIT {
+            anyhow::bail!("the replay did not end within {LIMIT:?} (builds at {b}, logs at {l})");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
     let elapsed = done - start;
+    eprintln!(
+        "hermes bench:   replay: folded in {:.1} s",
+        elapsed.as_secs_f64()
+    );
     shutdown.cancel();
     if let Err(e) = projector.await {
         tracing::debug!(error = %e, "Projector task ended.");
     }
-    let check = store.build(&build_id(BUILDS - 1))?.context("last build missing")?;
+    let check = store
+        .build(&build_id(BUILDS - 1))?
+        .context("last build missing")?;
     anyhow::ensure!(
         check.status == hermes_schemas::BuildStatus::Succeeded,
         "the last build folded to {:?}",
@@ -166,9 +186,18 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
 
     // Raw: the same rows into a fresh redb, MAX_BATCH events per write transaction.
     let path = dir.path().join("raw.redb");
-    let raw_elapsed = tokio::task::spawn_blocking(move || raw_inserts(&path, &envelopes))
-        .await
-        .context("raw inserts")??;
+    // And once more in transactions of the size the projector was seen to commit, to tell the cost
+    // of its batch size from the rest.
+    let seen_batch =
+        (events as f64 / (trace.steps[0] + trace.steps[1]).max(1) as f64).round() as usize;
+    let path_seen = dir.path().join("raw-seen-batch.redb");
+    let (raw_elapsed, raw_seen_elapsed) = tokio::task::spawn_blocking(move || {
+        let a = raw_inserts(&path, &envelopes, MAX_BATCH)?;
+        let b = raw_inserts(&path_seen, &envelopes, seen_batch.max(1))?;
+        anyhow::Ok((a, b))
+    })
+    .await
+    .context("raw inserts")??;
     let rate = events as f64 / elapsed.as_secs_f64();
     let raw_rate = events as f64 / raw_elapsed.as_secs_f64();
     Ok(vec![
@@ -181,12 +210,46 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             .detail("log_lines", BUILDS * LINES_PER_BUILD)
             .detail("seconds", elapsed.as_secs_f64())
             .detail("raw_seconds", raw_elapsed.as_secs_f64())
+            .detail("raw_batch", MAX_BATCH)
+            .detail("raw_at_seen_batch_events_per_s", events as f64 / raw_seen_elapsed.as_secs_f64())
+            .detail("raw_at_seen_batch_batch", seen_batch)
             .detail("publish_seconds", publish_secs)
+            .detail("builds_stream_done_seconds", trace.done[0].map(|d| d.as_secs_f64()))
+            .detail("logs_stream_done_seconds", trace.done[1].map(|d| d.as_secs_f64()))
+            .detail("builds_commits_seen", trace.steps[0])
+            .detail("logs_commits_seen", trace.steps[1])
+            .detail("builds_mean_events_per_commit_seen", trace.mean_step(0, last_builds))
+            .detail("logs_mean_events_per_commit_seen", trace.mean_step(1, last_logs))
             .detail(
                 "method",
                 "50,000 builds in 100 repositories (queued, started, finished) and 17 log lines of 80 bytes each, 1,000,000 events; a fresh projector folds from sequence 0 until both checkpoints reach the last sequences; raw: the rows that fold writes, precomputed, inserted into a fresh redb in transactions of MAX_BATCH events",
             ),
     ])
+}
+
+/// What polling the checkpoints saw. Commits closer together than the polling interval count as
+/// one, so the commit counts are lower bounds and the batch sizes upper bounds.
+#[derive(Default)]
+struct Trace {
+    last: [u64; 2],
+    steps: [u64; 2],
+    done: [Option<Duration>; 2],
+}
+
+impl Trace {
+    fn see(&mut self, stream: usize, at: u64, end: u64, elapsed: Duration) {
+        if at != self.last[stream] {
+            self.last[stream] = at;
+            self.steps[stream] += 1;
+        }
+        if at >= end && self.done[stream].is_none() {
+            self.done[stream] = Some(elapsed);
+        }
+    }
+
+    fn mean_step(&self, stream: usize, end: u64) -> f64 {
+        end as f64 / self.steps[stream].max(1) as f64
+    }
 }
 
 fn log_text(i: u64, l: u64, out: &mut String) {
@@ -236,7 +299,7 @@ enum Row {
     },
 }
 
-fn raw_inserts(path: &Path, envelopes: &[Envelope]) -> anyhow::Result<Duration> {
+fn raw_inserts(path: &Path, envelopes: &[Envelope], batch_size: usize) -> anyhow::Result<Duration> {
     // The rows, before the clock starts.
     let mut state: HashMap<String, Build> = HashMap::new();
     let mut build_rows = Vec::with_capacity(envelopes.len());
@@ -269,7 +332,7 @@ fn raw_inserts(path: &Path, envelopes: &[Envelope]) -> anyhow::Result<Duration> 
         (subjects::BUILDS_STREAM, &build_rows),
         (subjects::LOGS_STREAM, &log_rows),
     ] {
-        for (b, batch) in rows.chunks(MAX_BATCH).enumerate() {
+        for (b, batch) in rows.chunks(batch_size).enumerate() {
             let txn = db.begin_write()?;
             {
                 let mut builds = txn.open_table(T_BUILDS)?;
@@ -291,7 +354,7 @@ fn raw_inserts(path: &Path, envelopes: &[Envelope]) -> anyhow::Result<Duration> 
                         }
                     }
                 }
-                ckpt.insert(stream, ((b + 1) * MAX_BATCH) as u64)?;
+                ckpt.insert(stream, ((b + 1) * batch_size) as u64)?;
             }
             txn.commit()?;
         }

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hermes_nats::Bus;
 use hermes_nats::server::NatsServer;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response, StatusCode};
@@ -35,8 +35,9 @@ pub const BASE_IMAGE: &str = "hermes-bench-base:latest";
 
 /// A scratch directory for one scenario: under `$HERMES_BENCH_DIR` when set, else the system's.
 pub fn scratch(name: &str) -> anyhow::Result<tempfile::TempDir> {
+    let prefix = format!("hermes-bench-{name}-");
     let mut b = tempfile::Builder::new();
-    b.prefix(&format!("hermes-bench-{name}-"));
+    b.prefix(&prefix);
     match std::env::var_os("HERMES_BENCH_DIR") {
         Some(dir) => {
             std::fs::create_dir_all(&dir).context("creating HERMES_BENCH_DIR")?;
@@ -49,16 +50,14 @@ pub fn scratch(name: &str) -> anyhow::Result<tempfile::TempDir> {
 
 /// A `nats-server` of the scenario's own, with the Hermes streams and consumers applied.
 pub struct Nats {
-    pub server: NatsServer,
+    pub server: Server,
     pub bus: Bus,
 }
 
 impl Nats {
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
-        let server = NatsServer::start(&dir.join("nats"), 0)
-            .await
-            .context("starting nats-server (set HERMES_NATS_SERVER; scripts/install-nats-server installs it)")?;
-        let bus = Self::connect(server.url(), "hermes-bench").await?;
+        let server = Server::start(&dir.join("nats")).await?;
+        let bus = Self::connect(&server.url(), "hermes-bench").await?;
         bus.apply_definitions()
             .await
             .context("applying the Hermes definitions")?;
@@ -66,7 +65,9 @@ impl Nats {
     }
 
     pub async fn connect(url: &str, name: &str) -> anyhow::Result<Bus> {
-        let bus = Bus::connect(url, name).await.context("connecting to NATS")?;
+        let bus = Bus::connect(url, name)
+            .await
+            .context("connecting to NATS")?;
         bus.wait_connected(Duration::from_secs(10))
             .await
             .context("NATS did not answer")?;
@@ -74,11 +75,141 @@ impl Nats {
     }
 
     pub fn url(&self) -> String {
-        self.server.url().to_owned()
+        self.server.url()
     }
 
-    pub async fn stop(mut self) {
-        self.server.stop(Duration::from_secs(10)).await;
+    pub async fn stop(self) {
+        self.server.stop().await;
+    }
+}
+
+/// The `nats-server` of a scenario: the one Hermes starts ([`NatsServer::start`]), or, where that
+/// one cannot hold the Hermes streams, the same configuration with `max_file_store` set.
+///
+/// JetStream's file store defaults to 75% of the disk space free when the server starts, and
+/// `HERMES_LOGS` reserves `max_bytes` 50 GiB, so on a disk with less than about 67 GiB free the
+/// stream cannot be created on a server started by [`NatsServer::start`]. Nothing here comes near
+/// that size; the larger limit only lets the reservation pass.
+pub enum Server {
+    Hermes(NatsServer),
+    Own {
+        child: tokio::process::Child,
+        url: String,
+    },
+}
+
+/// The `max_file_store` of [`Server::Own`].
+pub const OWN_MAX_FILE_STORE: &str = "1TB";
+
+impl Server {
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let server = NatsServer::start(dir, 0).await.context(
+            "starting nats-server (set HERMES_NATS_SERVER; scripts/install-nats-server installs it)",
+        )?;
+        let bus = Nats::connect(server.url(), "hermes-bench-probe").await?;
+        match bus.apply_definitions().await {
+            Ok(()) => return Ok(Self::Hermes(server)),
+            Err(e) if e.to_string().contains("insufficient storage") => {
+                tracing::warn!(
+                    error = %e,
+                    "The Hermes streams do not fit the default JetStream store on this disk; using max_file_store {OWN_MAX_FILE_STORE}."
+                );
+            }
+            Err(e) => return Err(e).context("applying the Hermes definitions"),
+        }
+        let mut server = server;
+        server.stop(Duration::from_secs(5)).await;
+        let own_dir = dir.with_file_name(format!(
+            "{}-own",
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("nats")
+        ));
+        Self::start_own(&own_dir).await
+    }
+
+    async fn start_own(dir: &Path) -> anyhow::Result<Self> {
+        let ports = dir.join("ports");
+        tokio::fs::create_dir_all(&ports)
+            .await
+            .context("nats dir")?;
+        let conf = format!(
+            "listen: \"127.0.0.1:-1\"\nmax_payload: {}\nports_file_dir: {:?}\njetstream {{\n  store_dir: {:?}\n  max_file_store: {OWN_MAX_FILE_STORE}\n}}\n",
+            hermes_nats::server::MAX_PAYLOAD,
+            ports.display().to_string(),
+            dir.join("jetstream").display().to_string(),
+        );
+        let conf_path = dir.join("nats-server.conf");
+        tokio::fs::write(&conf_path, conf)
+            .await
+            .context("nats config")?;
+        let log = std::fs::File::create(dir.join("nats-server.log")).context("nats log")?;
+        let bin = hermes_nats::server::binary();
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("nats log")?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let url = wait_for(
+            Duration::from_secs(20),
+            Duration::from_millis(10),
+            "nats-server's ports file",
+            || {
+                let ports = ports.clone();
+                async move {
+                    let Ok(mut entries) = tokio::fs::read_dir(&ports).await else {
+                        return Ok(None);
+                    };
+                    let Ok(Some(entry)) = entries.next_entry().await else {
+                        return Ok(None);
+                    };
+                    let text = tokio::fs::read_to_string(entry.path())
+                        .await
+                        .unwrap_or_default();
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    Ok(v["nats"][0].as_str().map(str::to_owned))
+                }
+            },
+        )
+        .await?;
+        Ok(Self::Own { child, url })
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Self::Hermes(s) => s.url().to_owned(),
+            Self::Own { url, .. } => url.clone(),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Self::Hermes(s) => s.pid(),
+            Self::Own { child, .. } => child.id(),
+        }
+    }
+
+    pub async fn stop(self) {
+        match self {
+            Self::Hermes(mut s) => s.stop(Duration::from_secs(10)).await,
+            Self::Own { mut child, .. } => {
+                if let Some(pid) = child.id()
+                    && run("kill", &["-TERM", &pid.to_string()], None)
+                        .await
+                        .is_ok()
+                    && tokio::time::timeout(Duration::from_secs(10), child.wait())
+                        .await
+                        .is_ok()
+                {
+                    return;
+                }
+                if let Err(e) = child.kill().await {
+                    tracing::debug!(error = %e, "Killing nats-server failed.");
+                }
+            }
+        }
     }
 }
 
@@ -280,7 +411,12 @@ pub fn now_us() -> i128 {
 }
 
 /// Polls `f` until it returns `Some`, at most `within`, every `every`.
-pub async fn wait_for<T, F, Fut>(within: Duration, every: Duration, what: &str, mut f: F) -> anyhow::Result<T>
+pub async fn wait_for<T, F, Fut>(
+    within: Duration,
+    every: Duration,
+    what: &str,
+    mut f: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
@@ -370,7 +506,10 @@ pub async fn docker_available() -> bool {
 /// Makes [`BASE_IMAGE`] once: `docker import` of a root filesystem holding Debian's static busybox
 /// and the applets the benchmark Dockerfiles use. Nothing is pulled.
 pub async fn base_image() -> anyhow::Result<()> {
-    if run("docker", &["image", "inspect", BASE_IMAGE], None).await.is_ok() {
+    if run("docker", &["image", "inspect", BASE_IMAGE], None)
+        .await
+        .is_ok()
+    {
         return Ok(());
     }
     let busybox = ["/usr/bin/busybox", "/bin/busybox"]
@@ -381,8 +520,23 @@ pub async fn base_image() -> anyhow::Result<()> {
         let mut tar = tar::Builder::new(Vec::new());
         tar.append_path_with_name(busybox, "bin/busybox")?;
         for applet in [
-            "sh", "echo", "cat", "ls", "true", "false", "sleep", "seq", "printf", "test", "wc",
-            "awk", "sed", "date", "adjtimex", "sha256sum", "head",
+            "sh",
+            "echo",
+            "cat",
+            "ls",
+            "true",
+            "false",
+            "sleep",
+            "seq",
+            "printf",
+            "test",
+            "wc",
+            "awk",
+            "sed",
+            "date",
+            "adjtimex",
+            "sha256sum",
+            "head",
         ] {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Symlink);
@@ -493,12 +647,12 @@ impl Hermes {
                 tracing::error!(error = %e, "Scheduler failed.");
             }
         }));
-        let config = hermes_runner::RunnerConfig {
-            name: "bench-runner".into(),
-            pool: hermes_schemas::subjects::DEFAULT_POOL.into(),
-            data_dir: dir.join("runner"),
+        let config = hermes_runner::RunnerConfig::new(
+            "bench-runner".into(),
+            hermes_schemas::subjects::DEFAULT_POOL.into(),
+            dir.join("runner"),
             clone_allow,
-        };
+        );
         let (b, s) = (bus.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = hermes_runner::run(b, config, s).await {
@@ -511,12 +665,9 @@ impl Hermes {
                 tracing::error!(error = %e, "Projector failed.");
             }
         }));
-        let app = hermes_gateway::router(hermes_gateway::GatewayState {
-            bus,
-            secret: std::sync::Arc::new(hermes_gateway::Secret::new(SECRET)),
-        })
-        .merge(hermes_projector::api::router(store.clone()))
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+        let app = hermes_gateway::router(gateway_state(bus.clone()))
+            .merge(hermes_projector::api::router(store.clone(), bus))
+            .layer(tower_http::trace::TraceLayer::new_for_http());
         let addr = serve(app, shutdown.clone()).await?;
         Ok(Self {
             nats,
@@ -549,7 +700,10 @@ impl Hermes {
     pub async fn stop(self) {
         self.shutdown.cancel();
         for t in self.tasks {
-            if tokio::time::timeout(Duration::from_secs(10), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .is_err()
+            {
                 tracing::warn!("A Hermes task did not stop within 10 s.");
             }
         }
@@ -559,6 +713,16 @@ impl Hermes {
 
 /// The build id the scheduler gives the build of delivery `delivery` (of [`HOOK_ID`]).
 pub fn build_id_of(delivery: &str) -> String {
-    hermes_scheduler::build_id_for(&hermes_schemas::webhook::delivery_key(HOOK_ID, delivery))
+    hermes_schemas::BuildId::for_delivery(&hermes_schemas::webhook::delivery_key(HOOK_ID, delivery))
         .to_string()
+}
+
+/// The gateway's state as `hermes up` makes it, with the webhook secret of the benchmarks and no
+/// API token (the API's commands are not measured).
+pub fn gateway_state(bus: Bus) -> hermes_gateway::GatewayState {
+    hermes_gateway::GatewayState {
+        bus,
+        secret: std::sync::Arc::new(hermes_gateway::Secret::new(SECRET)),
+        api_token: None,
+    }
 }

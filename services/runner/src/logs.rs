@@ -74,16 +74,22 @@ impl LogSink {
             if line.ends_with('\r') {
                 line.pop();
             }
-            self.emit(stream, line).await;
+            self.emit_split(stream, line).await;
         }
+        // A line still without its end is cut once it is as long as a line may be.
         while self.partial.len() > MAX_LINE {
-            let mut cut = MAX_LINE;
-            while !self.partial.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let head: String = self.partial.drain(..cut).collect();
+            let head = take_piece(&mut self.partial);
             self.emit(stream, head).await;
         }
+    }
+
+    /// Emits `line`, cut into pieces of at most [`MAX_LINE`] bytes.
+    async fn emit_split(&mut self, stream: LogStream, mut line: String) {
+        while line.len() > MAX_LINE {
+            let head = take_piece(&mut line);
+            self.emit(stream, head).await;
+        }
+        self.emit(stream, line).await;
     }
 
     /// Writes one whole line.
@@ -98,7 +104,7 @@ impl LogSink {
     async fn flush_partial(&mut self, stream: LogStream) {
         if !self.partial.is_empty() {
             let rest = std::mem::take(&mut self.partial);
-            self.emit(stream, rest).await;
+            self.emit_split(stream, rest).await;
         }
     }
 
@@ -178,5 +184,32 @@ impl LogSink {
 
     pub fn lines(&self) -> u64 {
         self.next_line - 1
+    }
+}
+
+/// Takes the first [`MAX_LINE`] bytes (fewer, to end on a character boundary) off `text`.
+fn take_piece(text: &mut String) -> String {
+    let mut cut = MAX_LINE.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.drain(..cut).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_end_on_character_boundaries_and_lose_nothing() {
+        let original = "é".repeat(MAX_LINE); // 2 bytes each
+        let mut rest = original.clone();
+        let mut pieces = Vec::new();
+        while rest.len() > MAX_LINE {
+            pieces.push(take_piece(&mut rest));
+        }
+        pieces.push(rest);
+        assert!(pieces.iter().all(|p| p.len() <= MAX_LINE));
+        assert_eq!(pieces.concat(), original);
     }
 }

@@ -325,6 +325,8 @@ pub fn cli_run(args: Vec<String>) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("the benchmark thread panicked"))??;
     let mut stdout = std::io::stdout().lock();
     if args.json {
+        // The table for whoever watches; stdout stays one JSON array for tools.
+        eprint!("{}", table(&figures));
         let text = serde_json::to_string_pretty(&figures).context("JSON")?;
         writeln!(stdout, "{text}").context("stdout")?;
     } else {

@@ -136,21 +136,25 @@ async fn raw_side(
         .await
         .context("raw consumer messages")?;
     let (tx, rx) = tokio::sync::oneshot::channel::<Instant>();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen_by_counter = seen.clone();
     let counter = tokio::spawn(async move {
-        let (mut n, mut bytes) = (0u64, 0usize);
+        let mut n = 0u64;
         while let Some(m) = messages.next().await {
-            if let Ok(m) = m {
-                n += per_message;
-                bytes += m.payload.len();
-                if n >= LINES {
-                    if tx.send(Instant::now()).is_err() {
-                        tracing::debug!("Raw completion not awaited.");
+            match m {
+                Ok(_) => {
+                    n += per_message;
+                    seen_by_counter.store(n, std::sync::atomic::Ordering::Relaxed);
+                    if n >= LINES {
+                        if tx.send(Instant::now()).is_err() {
+                            tracing::debug!("Raw completion not awaited.");
+                        }
+                        break;
                     }
-                    break;
                 }
+                Err(e) => tracing::warn!(error = %e, "Raw consumer error."),
             }
         }
-        bytes
     });
     let mut child = Producer::spawn(mode, &nats.url()).await?;
     let sampler = RssSampler::start(child.pid);
@@ -158,7 +162,12 @@ async fn raw_side(
     child.go().await?;
     let done = tokio::time::timeout(LIMIT, rx)
         .await
-        .context("raw lines not all consumed in time")?
+        .with_context(|| {
+            format!(
+                "{mode}: {} of {LINES} lines consumed in {LIMIT:?}",
+                seen.load(std::sync::atomic::Ordering::Relaxed)
+            )
+        })?
         .context("raw counter ended early")?;
     let producer_secs = child.finish().await?;
     counter.abort();
@@ -412,7 +421,12 @@ async fn produce_raw(
             }
             payload.extend_from_slice(text.as_bytes());
         }
-        let id = format!("{BUILD}.1.log.{first}");
+        // The batched variant shares the stream (and its duplicate window) with the per-line one.
+        let id = if per_message == 1 {
+            format!("{BUILD}.1.log.{first}")
+        } else {
+            format!("{BUILD}.1.batch.{first}")
+        };
         match bus
             .publish_nowait(
                 subject.to_owned(),

@@ -94,15 +94,15 @@ struct ListQuery {
 async fn list(
     State(store): State<Store>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<Build>>, ApiError> {
+) -> Result<Response, ApiError> {
     if let Some(repo) = &q.repo {
         hermes_schemas::RepoName::parse(repo).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let builds = tokio::task::spawn_blocking(move || store.list(q.repo.as_deref(), limit))
+    let body = tokio::task::spawn_blocking(move || store.list_json(q.repo.as_deref(), limit))
         .await
         .map_err(|_| ApiError::Internal)??;
-    Ok(Json(builds))
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn one(State(store): State<Store>, Path(id): Path<String>) -> Result<Json<Build>, ApiError> {

@@ -157,6 +157,46 @@ impl Store {
     }
 
     /// The builds of `repo` (all repositories when `None`), newest first.
+    /// The builds of `repo` (all repositories when `None`), newest first, as one JSON array made
+    /// of the stored documents as they are: a page costs no decoding and no encoding.
+    pub fn list_json(&self, repo: Option<&str>, limit: usize) -> Result<Vec<u8>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let builds = txn.open_table(BUILDS).map_err(err)?;
+        let mut out = Vec::with_capacity(limit.min(100) * 640);
+        out.push(b'[');
+        let mut add = |id: &str| -> Result<(), StoreError> {
+            if let Some(v) = builds.get(id).map_err(err)? {
+                if out.len() > 1 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(v.value());
+            }
+            Ok(())
+        };
+        match repo {
+            Some(repo) => {
+                let t = txn.open_table(BY_REPO).map_err(err)?;
+                for row in t
+                    .range((repo, 0)..=(repo, u64::MAX))
+                    .map_err(err)?
+                    .rev()
+                    .take(limit)
+                {
+                    add(row.map_err(err)?.1.value())?;
+                }
+            }
+            None => {
+                let t = txn.open_table(BY_SEQ).map_err(err)?;
+                for row in t.iter().map_err(err)?.rev().take(limit) {
+                    add(row.map_err(err)?.1.value())?;
+                }
+            }
+        }
+        out.push(b']');
+        Ok(out)
+    }
+
+    /// The builds of `repo` (all repositories when `None`), newest first.
     pub fn list(&self, repo: Option<&str>, limit: usize) -> Result<Vec<Build>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let builds = txn.open_table(BUILDS).map_err(err)?;
@@ -245,5 +285,65 @@ impl Store {
             out.push_str(&format!("log {id} {a} {l} {}\n", row.1.value()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hermes_schemas::events::{BuildEvent, Queued};
+    use hermes_schemas::ids::CommitSha;
+    use hermes_schemas::{BuildId, RepoName, TriggerEvent};
+
+    #[test]
+    fn the_raw_list_is_the_same_json_as_the_decoded_one() {
+        let dir = tempfile_dir();
+        let store = Store::open(&dir.join("m.redb")).expect("open");
+        let repo = RepoName::parse("o/r").expect("valid");
+        let events: Vec<(u64, Envelope)> = (1..=3)
+            .map(|n| {
+                let q = Queued {
+                    number: n,
+                    trigger: TriggerEvent::Push,
+                    git_ref: "refs/heads/main".into(),
+                    commit: CommitSha::parse(&"a".repeat(40)).expect("sha"),
+                    clone_url: "file:///r".into(),
+                    pull_request: None,
+                    delivery: None,
+                    restarted_from: None,
+                };
+                let id = BuildId::parse(&format!("b{n}")).expect("id");
+                (
+                    n,
+                    Envelope::new(
+                        id,
+                        repo.clone(),
+                        0,
+                        time::OffsetDateTime::UNIX_EPOCH,
+                        BuildEvent::Queued(q),
+                    ),
+                )
+            })
+            .collect();
+        store.apply_builds("S", &events).expect("apply");
+        for r in [Some("o/r"), None, Some("o/none")] {
+            let raw: serde_json::Value =
+                serde_json::from_slice(&store.list_json(r, 2).expect("raw")).expect("json");
+            let decoded = serde_json::to_value(store.list(r, 2).expect("list")).expect("json");
+            assert_eq!(raw, decoded);
+        }
+        assert_eq!(
+            serde_json::from_slice::<Vec<Build>>(&store.list_json(Some("o/r"), 10).expect("raw"))
+                .expect("json")
+                .len(),
+            3
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("hermes-store-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        dir
     }
 }

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use hermes_nats::{BusError, HeaderValue};
 use hermes_schemas::{github, subjects, webhook as wh};
+use serde::de::IgnoredAny;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -51,11 +52,10 @@ async fn receive(
     }
 
     let delivery = delivery_headers(&headers)?;
-    let json = json_payload(&headers, &body)?;
+    let json = json_document(&headers, body)?;
     // A building event whose payload cannot be used is refused now, while the sender can still
     // be told; it would only become an unexplained missing build later.
-    let decision = github::decide(delivery.event, &json)
-        .map_err(|e| GatewayError::BadRequest(format!("{} payload: {e}", delivery.event)))?;
+    let decision = check_and_decide(delivery.event, &json)?;
 
     if !state.bus.is_connected() {
         return Err(GatewayError::Unavailable);
@@ -137,37 +137,75 @@ fn delivery_headers(headers: &HeaderMap) -> Result<Delivery<'_>, GatewayError> {
     Ok(Delivery { event, id, hook_id })
 }
 
-/// The delivery's JSON document: the body itself, or for a form-encoded delivery its `payload`
-/// field. Either way it must be one valid JSON object.
-fn json_payload(headers: &HeaderMap, body: &Bytes) -> Result<Bytes, GatewayError> {
+/// The delivery's JSON document: the body itself (the same buffer, not a copy), or for a
+/// form-encoded delivery its `payload` field.
+fn json_document(headers: &HeaderMap, body: Bytes) -> Result<Bytes, GatewayError> {
     let content_type = header(headers, "content-type").unwrap_or("application/json");
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let json = match mime.as_str() {
-        "application/json" | "" => body.clone(),
-        "application/x-www-form-urlencoded" => form_urlencoded::parse(body)
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if mime.is_empty() || mime.eq_ignore_ascii_case("application/json") {
+        Ok(body)
+    } else if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        form_urlencoded::parse(&body)
             .find(|(k, _)| k == "payload")
             .map(|(_, v)| Bytes::from(v.into_owned()))
             .ok_or_else(|| {
                 GatewayError::BadRequest("form-encoded delivery has no payload field".into())
-            })?,
-        other => {
-            return Err(GatewayError::BadRequest(format!(
-                "Content-Type {other:?} is not JSON or a form"
-            )));
-        }
+            })
+    } else {
+        Err(GatewayError::BadRequest(format!(
+            "Content-Type {:?} is not JSON or a form",
+            mime.to_ascii_lowercase()
+        )))
+    }
+}
+
+/// Checks that `json` is one JSON object and decides what the delivery asks for, reading the
+/// document once where that suffices.
+///
+/// The document must be UTF-8 and follow JSON's grammar (RFC 8259) with an object at the top;
+/// what the grammar leaves open (the range of numbers, whether `\u` escapes pair up, how deep
+/// values nest) is not checked in fields nobody reads. For `push` and `pull_request`, the typed
+/// parse of [`github::decide`] reads the whole document, so when it succeeds on UTF-8 that starts
+/// with `{` it has also checked the grammar. Only when it fails is the document checked on its
+/// own, so that malformed JSON is reported as such rather than as a payload that does not fit.
+fn check_and_decide(event: &str, json: &[u8]) -> Result<github::Decision, GatewayError> {
+    let refused =
+        |e: github::PayloadError| GatewayError::BadRequest(format!("{event} payload: {e}"));
+    if matches!(event, "push" | "pull_request")
+        && starts_with_object(json)
+        && std::str::from_utf8(json).is_ok()
+    {
+        return match github::decide(event, json) {
+            Ok(decision) => Ok(decision),
+            Err(e) => {
+                check_json_object(json)?;
+                Err(refused(e))
+            }
+        };
+    }
+    check_json_object(json)?;
+    github::decide(event, json).map_err(refused)
+}
+
+/// True when the first byte after JSON whitespace opens an object.
+fn starts_with_object(json: &[u8]) -> bool {
+    json.iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|&b| b == b'{')
+}
+
+/// The document is UTF-8, follows JSON's grammar and is an object; checked without building it.
+fn check_json_object(json: &[u8]) -> Result<(), GatewayError> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        GatewayError::BadRequest(format!("payload is not valid JSON: {e}"))
     };
-    match serde_json::from_slice::<serde_json::Value>(&json) {
-        Ok(serde_json::Value::Object(_)) => Ok(json),
-        Ok(_) => Err(GatewayError::BadRequest(
+    let text = std::str::from_utf8(json).map_err(|e| invalid(&e))?;
+    serde_json::from_str::<IgnoredAny>(text).map_err(|e| invalid(&e))?;
+    if starts_with_object(json) {
+        Ok(())
+    } else {
+        Err(GatewayError::BadRequest(
             "payload is not a JSON object".into(),
-        )),
-        Err(e) => Err(GatewayError::BadRequest(format!(
-            "payload is not valid JSON: {e}"
-        ))),
+        ))
     }
 }

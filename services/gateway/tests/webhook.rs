@@ -216,3 +216,68 @@ async fn form_encoded_delivery_is_signed_over_the_raw_body_and_read_from_payload
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(m.contains("payload"), "{m}");
 }
+
+/// A `push` whose typed fields come as an array: the typed parse alone would take it (serde reads
+/// a struct from a sequence too), but a delivery is a JSON object.
+#[tokio::test]
+async fn a_push_that_is_not_an_object_is_400() {
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let array =
+        format!(r#"["refs/heads/main", "{sha}", false, ["o/r", "https://github.com/o/r.git"]]"#)
+            .into_bytes();
+    let (s, m) = status_and_message(request(
+        Some("push"),
+        "application/json",
+        array.clone(),
+        signed(&array),
+    ))
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(m.contains("not a JSON object"), "{m}");
+
+    let (s, m) = status_and_message(request(
+        Some("ping"),
+        "application/json",
+        b"[]".to_vec(),
+        signed(b"[]"),
+    ))
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(m.contains("not a JSON object"), "{m}");
+}
+
+/// Bytes that are not UTF-8, or JSON that breaks off, in a field `decide` never reads are still
+/// malformed JSON, for a building event as for any other.
+#[tokio::test]
+async fn malformed_json_in_an_unread_field_of_a_push_is_400() {
+    let text = String::from_utf8(fixture("push/go-scm.push.json")).expect("utf-8");
+    assert!(text.contains("\"message\": \"Update README\""));
+    let mut not_utf8 = text
+        .replacen("Update README", "Update README \u{1}", 1)
+        .into_bytes();
+    let at = not_utf8.iter().position(|&b| b == 1).expect("marker byte");
+    not_utf8[at] = 0xff;
+    let unfinished = text.replacen("\"Update README\"", "[1, 2", 1).into_bytes();
+    let trailing = format!("{text} {{}}").into_bytes();
+    for body in [not_utf8, unfinished, trailing] {
+        let (s, m) = status_and_message(request(
+            Some("push"),
+            "application/json",
+            body.clone(),
+            signed(&body),
+        ))
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(m.contains("not valid JSON"), "{m}");
+    }
+    // The untouched fixture passes every check (and meets the unreachable event log).
+    let body = text.into_bytes();
+    let (s, _) = status_and_message(request(
+        Some("push"),
+        "application/json",
+        body.clone(),
+        signed(&body),
+    ))
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -20,6 +20,17 @@ pub fn routes() -> Router<GatewayState> {
         .route("/api/builds/{id}/restart", post(restart))
 }
 
+/// What every command checks first: the bearer token (401 when there is none, 403 when it is
+/// wrong), then that the scheduler knows the build (404 when it does not).
+async fn authorised_build(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<BuildId, GatewayError> {
+    authorise(state, headers)?;
+    known_build(state, id).await
+}
+
 /// Checks the bearer token: 401 when there is none, 403 when it is wrong (or no token is set).
 fn authorise(state: &GatewayState, headers: &HeaderMap) -> Result<(), GatewayError> {
     let given = headers
@@ -73,8 +84,7 @@ async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), GatewayError> {
-    authorise(&state, &headers)?;
-    let id = known_build(&state, &id).await?;
+    let id = authorised_build(&state, &headers, &id).await?;
     let command = CancelBuild {
         build_id: id.clone(),
     };
@@ -95,8 +105,7 @@ async fn restart(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), GatewayError> {
-    authorise(&state, &headers)?;
-    let id = known_build(&state, &id).await?;
+    let id = authorised_build(&state, &headers, &id).await?;
     let request_id = match headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
         Some(k)
             if (1..=64).contains(&k.len())

@@ -2,8 +2,12 @@
 //!
 //! Publishes are pipelined: up to [`IN_FLIGHT`] lines wait for their ack at once, so a chatty
 //! build is not slowed to one round trip per line. Line numbers have no gaps.
+//!
+//! Each sink's acks are awaited by a task of its own as they arrive, never left lying until the
+//! sink writes again: an ack future holds one of the connection's in-flight permits until it is
+//! awaited, so sinks that kept theirs unawaited could, together, take every permit and wait on
+//! each other for ever (several busy builds on one connection).
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 
 use hermes_nats::{Bus, BusError};
@@ -17,6 +21,32 @@ const IN_FLIGHT: usize = 1024;
 
 type Ack = Pin<Box<dyn Future<Output = Result<hermes_nats::bus::Published, BusError>> + Send>>;
 
+/// The task that awaits a sink's acks in order; it ends when its sender is dropped and returns
+/// how many publishes were not stored.
+struct Acks {
+    tx: tokio::sync::mpsc::Sender<Ack>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Acks {
+    fn spawn(build_id: BuildId) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Ack>(IN_FLIGHT);
+        let task = tokio::spawn(async move {
+            let mut failed = 0u64;
+            while let Some(ack) = rx.recv().await {
+                if let Err(e) = ack.await {
+                    failed += 1;
+                    if failed == 1 {
+                        tracing::warn!(build = %build_id, error = %e, "Publishing a log line failed.");
+                    }
+                }
+            }
+            failed
+        });
+        Self { tx, task }
+    }
+}
+
 pub struct LogSink {
     bus: Bus,
     subject: String,
@@ -25,7 +55,7 @@ pub struct LogSink {
     attempt: u32,
     next_line: u64,
     partial: String,
-    pending: VecDeque<Ack>,
+    acks: Option<Acks>,
     failed: u64,
     /// Bytes of text kept so far, and the most that will be kept.
     bytes: u64,
@@ -57,7 +87,7 @@ impl LogSink {
             attempt,
             next_line: 1,
             partial: String::new(),
-            pending: VecDeque::new(),
+            acks: None,
             failed: 0,
             bytes: 0,
             limit,
@@ -148,14 +178,16 @@ impl LogSink {
             .publish_nowait(self.subject.clone(), &event.id(), None, payload.into())
             .await
         {
-            Ok(ack) => self.pending.push_back(Box::pin(ack)),
+            Ok(ack) => {
+                let acks = self
+                    .acks
+                    .get_or_insert_with(|| Acks::spawn(self.build_id.clone()));
+                // Waits only when IN_FLIGHT of this sink's acks are still on their way.
+                if acks.tx.send(Box::pin(ack)).await.is_err() {
+                    self.failed += 1;
+                }
+            }
             Err(e) => self.fail(&e),
-        }
-        if self.pending.len() >= IN_FLIGHT
-            && let Some(oldest) = self.pending.pop_front()
-            && let Err(e) = oldest.await
-        {
-            self.fail(&e);
         }
     }
 
@@ -170,9 +202,14 @@ impl LogSink {
     /// could not be stored.
     pub async fn finish(&mut self, stream: LogStream) -> u64 {
         self.flush_partial(stream).await;
-        while let Some(ack) = self.pending.pop_front() {
-            if let Err(e) = ack.await {
-                self.fail(&e);
+        if let Some(Acks { tx, task }) = self.acks.take() {
+            drop(tx);
+            match task.await {
+                Ok(failed) => self.failed += failed,
+                Err(e) => {
+                    tracing::warn!(build = %self.build_id, error = %e, "The log's ack task died.");
+                    self.failed += 1;
+                }
             }
         }
         self.failed

@@ -298,10 +298,15 @@ fn cancel_needs_the_token_and_stops_a_running_build_within_5_s() {
     // The runner is free again.
     let next = repo_with("FROM hermes-test-base:latest\nRUN echo next\n");
     let id2 = c.push(&next, "d-after-cancel");
+    let after = c
+        .core
+        .wait_build(&id2, Duration::from_secs(60), "the end", is_final);
     assert_eq!(
-        c.core
-            .wait_build(&id2, Duration::from_secs(60), "the end", is_final)["status"],
-        "succeeded"
+        after["status"],
+        "succeeded",
+        "{after:#}\n{}\n{}",
+        c.core.log_of(&id2),
+        c.runners[0].logs()
     );
 }
 
@@ -636,10 +641,11 @@ fn a_started_runner_removes_what_its_dead_predecessor_left() {
         "FROM hermes-test-base:latest\nRUN echo leftover > /left\n",
     )
     .expect("dockerfile");
-    let tag = format!("hermes-leftover-{}", free_port());
-    let label = "io.hermes-ci.build=runner-x/old-build";
+    // Tagged as runner-x tags what it builds; another runner's image stays.
+    let tag = format!("hermes-build/runner-x:old-build-{}", free_port());
+    let other = format!("hermes-build/runner-y:old-build-{}", free_port());
     let built = Command::new("docker")
-        .args(["build", "-q", "--label", label, "-t", &tag, "."])
+        .args(["build", "-q", "-t", &tag, "-t", &other, "."])
         .env("DOCKER_BUILDKIT", "0")
         .current_dir(ctx.path())
         .output()
@@ -664,6 +670,18 @@ fn a_started_runner_removes_what_its_dead_predecessor_left() {
         String::from_utf8_lossy(&images.stdout).trim().is_empty(),
         "the dead runner's image is gone"
     );
+    let kept = Command::new("docker")
+        .args(["images", "-q", &other])
+        .output()
+        .expect("docker images");
+    assert!(
+        !String::from_utf8_lossy(&kept.stdout).trim().is_empty(),
+        "another runner's image is kept"
+    );
+    Command::new("docker")
+        .args(["rmi", "-f", &other])
+        .output()
+        .ok();
 }
 
 #[test]

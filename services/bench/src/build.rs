@@ -44,7 +44,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let hermes = Hermes::start(dir.path(), vec!["file://".into()]).await?;
     let result = rounds(&hermes, dir.path()).await;
     hermes.stop().await;
-    let (h, p, l, timeline) = result?;
+    let (h, p, timeline) = result?;
     let (hm, pm) = (median(&h), median(&p));
     Ok(vec![
         Figure::new("build.overhead", hm, "s")
@@ -52,14 +52,12 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             .raw(pm)
             .detail("hermes_seconds", &h)
             .detail("docker_build_seconds", &p)
-            .detail("docker_build_with_hermes_label_seconds", &l)
-            .detail("docker_build_with_hermes_label_median", median(&l))
             .detail("allowed_seconds", 1.10 * pm + 0.5)
             .detail("last_hermes_build_timeline_ms", timeline)
             .detail(
                 "method",
                 format!(
-                    "medians of {} rounds after {WARMUP} warm-up, sides rotating; Hermes: signed push → build succeeded in the read model (checkout over file://, Hermes.yaml, classic-builder build with its label, image removal); raw: DOCKER_BUILDKIT=0 docker build -q --rm of the same files (and, as a detail, the same with --label as the runner labels its images); Dockerfile: {:?}",
+                    "medians of {} rounds after {WARMUP} warm-up, sides rotating; Hermes: signed push → build succeeded in the read model (checkout over file://, Hermes.yaml, classic-builder build, image removal); raw: DOCKER_BUILDKIT=0 docker build -q --rm of the same files; Dockerfile: {:?}",
                     ROUNDS - WARMUP,
                     dockerfile()
                 ),
@@ -82,32 +80,29 @@ type Timeline = Vec<(i64, String)>;
 async fn rounds(
     hermes: &Hermes,
     dir: &std::path::Path,
-) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>, Timeline)> {
+) -> anyhow::Result<(Vec<f64>, Vec<f64>, Timeline)> {
     let repo = GitRepo::init(dir.join("repo")).await?;
     let mut http = Http::connect(hermes.addr).await?;
-    let (mut h, mut p, mut l) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut h, mut p) = (Vec::new(), Vec::new());
     let mut timeline = Vec::new();
     for round in 0..ROUNDS {
-        let mut times = [0.0; 3];
-        for k in 0..3 {
-            let side = (round + k) % 3;
-            times[side] = match side {
-                0 => {
-                    let (secs, t) = hermes_build(hermes, &repo, &mut http, round).await?;
-                    timeline = t;
-                    secs
-                }
-                1 => plain_build(dir, round, None).await?,
-                _ => plain_build(dir, round, Some(docker_label())).await?,
+        let mut times = [0.0; 2];
+        for k in 0..2 {
+            let side = (round + k) % 2;
+            times[side] = if side == 0 {
+                let (secs, t) = hermes_build(hermes, &repo, &mut http, round).await?;
+                timeline = t;
+                secs
+            } else {
+                plain_build(dir, round).await?
             };
         }
         if round >= WARMUP {
             h.push(times[0]);
             p.push(times[1]);
-            l.push(times[2]);
         }
     }
-    Ok((h, p, l, timeline))
+    Ok((h, p, timeline))
 }
 
 fn nonce(side: &str, round: usize) -> String {
@@ -192,37 +187,15 @@ async fn hermes_build(
     Ok((secs, timeline))
 }
 
-/// The label the runner puts on its images (through the build's `labels` option), as a
-/// `docker build --label` argument.
-fn docker_label() -> String {
-    format!(
-        "{}=bench-runner/0123456789abcdef0123",
-        hermes_runner::docker::LABEL
-    )
-}
-
-async fn plain_build(
-    dir: &std::path::Path,
-    round: usize,
-    label: Option<String>,
-) -> anyhow::Result<f64> {
-    let ctx = dir.join(format!(
-        "plain-{round}{}",
-        if label.is_some() { "-label" } else { "" }
-    ));
+async fn plain_build(dir: &std::path::Path, round: usize) -> anyhow::Result<f64> {
+    let ctx = dir.join(format!("plain-{round}"));
     tokio::fs::create_dir_all(&ctx).await?;
     tokio::fs::write(ctx.join("Hermes.yaml"), support::HERMES_YAML).await?;
     tokio::fs::write(ctx.join("Dockerfile"), dockerfile()).await?;
     tokio::fs::write(ctx.join("nonce"), nonce("plain", round)).await?;
-    let tag = format!(
-        "hermes-bench-plain:{round}{}",
-        if label.is_some() { "-label" } else { "" }
-    );
+    let tag = format!("hermes-bench-plain:{round}");
     let mut cmd = Command::new("docker");
     cmd.args(["build", "-q", "--rm", "-t", &tag]);
-    if let Some(l) = &label {
-        cmd.args(["--label", l]);
-    }
     let start = Instant::now();
     let out = tokio::time::timeout(
         Duration::from_secs(300),

@@ -6,17 +6,30 @@ use std::path::Path;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    BuildImageOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use futures::StreamExt;
 use hermes_schemas::LogStream;
 
 use crate::logs::LogSink;
 
-/// Label on every image Hermes builds: `<runner>/<build>`. One label, since the engine's classic
-/// builder adds a layer (and a container) for each.
-pub const LABEL: &str = "io.hermes-ci.build";
+/// The image repository of everything runner `runner` builds: `hermes-build/<runner>`, the name
+/// made a valid path component. A tag, not a label, marks the images, since the engine's classic
+/// builder turns a label into one more build step (a container and a commit: about a second).
+pub fn image_repository(runner: &str) -> String {
+    let mut name: String = runner
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() { c } else { '-' }
+        })
+        .collect();
+    name = name.trim_matches('-').to_owned();
+    if name.is_empty() {
+        name.push_str("runner");
+    }
+    format!("hermes-build/{name}")
+}
 
 /// How a Dockerfile build ended.
 #[derive(Debug)]
@@ -54,7 +67,6 @@ pub async fn build(
     docker: &Docker,
     context: Vec<u8>,
     tag: &str,
-    labels: &HashMap<String, String>,
     log: &mut LogSink,
 ) -> BuildOutcome {
     let options = BuildImageOptionsBuilder::default()
@@ -62,7 +74,6 @@ pub async fn build(
         .t(tag)
         .rm(true)
         .forcerm(true)
-        .labels(labels)
         .build();
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
     while let Some(item) = stream.next().await {
@@ -100,55 +111,30 @@ pub async fn remove_image(docker: &Docker, tag: &str) {
     }
 }
 
-/// Removes the images and containers that runner `runner` (a dead predecessor of this name) left:
-/// everything labelled [`LABEL`] with a value starting `<runner>/`. Returns how many it removed.
+/// Removes the images that runner `runner` (a dead predecessor of this name) left: every tag of its
+/// [`image_repository`]. Returns how many it removed. (The intermediate containers of a build
+/// whose client went away are removed by the engine itself: builds run with `forcerm`.)
 pub async fn remove_leftovers(docker: &Docker, runner: &str) -> Result<usize, DockerError> {
-    let prefix = format!("{runner}/");
-    let filters = HashMap::from([("label", vec![LABEL])]);
-    let mut removed = 0;
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await?;
-    for c in containers {
-        let ours = c
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL))
-            .is_some_and(|v| v.starts_with(&prefix));
-        if let (true, Some(id)) = (ours, c.id) {
-            let options = RemoveContainerOptionsBuilder::default().force(true).build();
-            if docker.remove_container(&id, Some(options)).await.is_ok() {
-                removed += 1;
-            }
-        }
-    }
+    let repository = image_repository(runner);
+    let filters = HashMap::from([("reference", vec![repository.clone()])]);
     let images = docker
         .list_images(Some(
             ListImagesOptionsBuilder::default()
-                .all(true)
                 .filters(&filters)
                 .build(),
         ))
         .await?;
-    for image in images {
-        if image
-            .labels
-            .get(LABEL)
-            .is_some_and(|v| v.starts_with(&prefix))
-        {
-            let options = RemoveImageOptionsBuilder::default().force(true).build();
-            if docker
-                .remove_image(&image.id, Some(options), None)
-                .await
-                .is_ok()
-            {
-                removed += 1;
-            }
+    let prefix = format!("{repository}:");
+    let mut removed = 0;
+    // By tag, not by id: an image that also carries someone else's tag keeps that one.
+    for tag in images
+        .iter()
+        .flat_map(|image| &image.repo_tags)
+        .filter(|tag| tag.starts_with(&prefix))
+    {
+        let options = RemoveImageOptionsBuilder::default().force(true).build();
+        if docker.remove_image(tag, Some(options), None).await.is_ok() {
+            removed += 1;
         }
     }
     Ok(removed)
@@ -183,5 +169,18 @@ pub async fn connect(within: std::time::Duration, log: &mut LogSink) -> Result<D
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::image_repository;
+
+    #[test]
+    fn a_runner_name_becomes_a_valid_image_repository() {
+        assert_eq!(image_repository("runner-a"), "hermes-build/runner-a");
+        assert_eq!(image_repository("CI_Box.7"), "hermes-build/ci-box-7");
+        assert_eq!(image_repository("--"), "hermes-build/runner");
+        assert_eq!(image_repository("ÿ-x"), "hermes-build/x");
     }
 }

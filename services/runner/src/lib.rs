@@ -27,7 +27,6 @@ pub mod docker;
 pub mod logs;
 pub mod pipeline;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -340,7 +339,11 @@ impl Runner {
             .config
             .work_dir()
             .join(format!("{}-{attempt}", command.build_id));
-        let tag = format!("hermes-build-{}-{attempt}", command.build_id);
+        let tag = format!(
+            "{}:{}-{attempt}",
+            docker::image_repository(&self.config.name),
+            command.build_id
+        );
         let started = Instant::now();
         let limit = self.config.build_timeout;
         let grace = self.config.shutdown_grace;
@@ -607,11 +610,7 @@ impl Runner {
         let engine = docker::connect(self.config.docker_wait, log)
             .await
             .map_err(errored)?;
-        let labels = HashMap::from([(
-            docker::LABEL.to_owned(),
-            format!("{}/{}", self.config.name, command.build_id),
-        )]);
-        let build = docker::build(&engine, context, tag, &labels, log);
+        let build = docker::build(&engine, context, tag, log);
         match tokio::time::timeout_at(started + limit, build).await {
             Err(_) => Err(Stop::Timeout(limit)),
             Ok(BuildOutcome::Built) => Ok(BuildStatus::Succeeded),

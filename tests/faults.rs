@@ -310,6 +310,53 @@ fn cancel_needs_the_token_and_stops_a_running_build_within_5_s() {
     );
 }
 
+/// Two builds of the same Dockerfile at once (a push and its pull request) must not end in one
+/// shared image: the first to finish removes its image, and the other, tagging the same image,
+/// failed with "failed to get digest". So a build takes nothing from the engine's cache, and
+/// removes nothing another build made.
+#[test]
+fn a_build_shares_no_image_with_another() {
+    let c = cluster(1, &[]);
+    let dockerfile = format!(
+        "FROM hermes-test-base:latest\nRUN echo shared-{}\n",
+        free_port()
+    );
+    let ctx = tempfile::tempdir().expect("tempdir");
+    std::fs::write(ctx.path().join("Dockerfile"), &dockerfile).expect("dockerfile");
+    let other = format!("hermes-test-other:{}", free_port());
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", &other, "."])
+        .env("DOCKER_BUILDKIT", "0")
+        .current_dir(ctx.path())
+        .output()
+        .expect("docker build");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let repo = repo_with(&dockerfile);
+    let id = c.push(&repo, "d-same-dockerfile");
+    let done = c
+        .core
+        .wait_build(&id, Duration::from_secs(60), "the end", is_final);
+    let log = c.core.log_of(&id);
+    assert_eq!(done["status"], "succeeded", "{log}");
+    assert!(!log.contains("Using cache"), "{log}");
+    let kept = Command::new("docker")
+        .args(["images", "-q", &other])
+        .output()
+        .expect("docker images");
+    assert!(
+        !String::from_utf8_lossy(&kept.stdout).trim().is_empty(),
+        "the image someone else built is still there"
+    );
+    Command::new("docker")
+        .args(["rmi", "-f", &other])
+        .output()
+        .ok();
+}
+
 #[test]
 fn cancelling_a_queued_build_keeps_it_from_starting() {
     let mut c = cluster(0, &[]);

@@ -62,7 +62,8 @@ pub fn context_tar(dir: &Path) -> std::io::Result<Vec<u8>> {
     builder.into_inner()
 }
 
-/// Builds `context` (a tar) into an image tagged `tag`, writing Docker's output to `log`.
+/// Builds `context` (a tar) into an image tagged `tag`, from scratch, writing Docker's output to
+/// `log`.
 pub async fn build(
     docker: &Docker,
     context: Vec<u8>,
@@ -74,6 +75,11 @@ pub async fn build(
         .t(tag)
         .rm(true)
         .forcerm(true)
+        // No cache: two builds of the same commit at once (a push and its pull request) would
+        // otherwise end in one shared image, and the first to finish would remove it from under
+        // the other as it tags it ("failed to get digest"). Each build's images are removed
+        // when it ends, so a cache would rarely have helped anyway.
+        .nocache(true)
         .build();
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
     while let Some(item) = stream.next().await {

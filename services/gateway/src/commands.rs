@@ -12,9 +12,9 @@ use hermes_schemas::commands::{CancelBuild, RestartBuild};
 use hermes_schemas::{BuildId, subjects};
 use serde_json::json;
 
-use crate::{GatewayError, GatewayState};
+use crate::{GatewayError, GatewayState, Shared};
 
-pub fn routes() -> Router<GatewayState> {
+pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/builds/{id}/cancel", post(cancel))
         .route("/api/builds/{id}/restart", post(restart))
@@ -80,7 +80,7 @@ async fn known_build(state: &GatewayState, id: &str) -> Result<BuildId, GatewayE
 }
 
 async fn cancel(
-    State(state): State<GatewayState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), GatewayError> {
@@ -101,7 +101,7 @@ async fn cancel(
 }
 
 async fn restart(
-    State(state): State<GatewayState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), GatewayError> {

@@ -37,9 +37,13 @@ pub struct GatewayState {
     pub api_token: Option<Arc<Secret>>,
 }
 
+/// What the handlers get: the state behind one `Arc`, so that handing it to a request (which
+/// axum does more than once per request) is one reference count, not a copy of two NATS clients.
+pub(crate) type Shared = Arc<GatewayState>;
+
 /// The gateway's routes.
 pub fn router(state: GatewayState) -> Router {
     webhook::routes()
         .merge(commands::routes())
-        .with_state(state)
+        .with_state(Arc::new(state))
 }

@@ -15,9 +15,9 @@ use serde::de::IgnoredAny;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::{GatewayError, GatewayState, MAX_BODY, signature};
+use crate::{GatewayError, MAX_BODY, Shared, signature};
 
-pub fn routes() -> Router<GatewayState> {
+pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/webhooks/github", post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -32,7 +32,7 @@ struct Delivery<'a> {
 }
 
 async fn receive(
-    State(state): State<GatewayState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {

@@ -203,3 +203,205 @@ impl LogLine {
         format!("{}.{}.log.{}", self.build_id, self.attempt, self.line)
     }
 }
+
+/// The type tag of a run of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum LogLinesType {
+    #[default]
+    #[serde(rename = "log.lines")]
+    LogLines,
+}
+
+/// One line of a [`LogLines`] event; its number is the event's `first_line` plus its index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LogEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub time: OffsetDateTime,
+    pub stream: LogStream,
+    /// The text without its line ending.
+    pub text: String,
+}
+
+/// Consecutive lines of a build's log in one event on `hermes.log.<repo>.<build>`: what a runner
+/// publishes. A busy build's lines travel together (one JetStream message carries up to
+/// [`LogLines::MAX_LINES`] lines), a quiet build's one at a time, as soon as they are printed.
+/// Each line is still a fact of its own, with its number, stream and time; readers accept this and
+/// the single-line [`LogLine`] alike ([`decode_log`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LogLines {
+    #[serde(rename = "type", default)]
+    pub kind: LogLinesType,
+    pub version: u32,
+    pub build_id: BuildId,
+    pub repo: RepoName,
+    pub attempt: u32,
+    /// Line number of the first entry within the attempt, from 1; the others follow without gaps.
+    pub first_line: u64,
+    pub lines: Vec<LogEntry>,
+}
+
+impl LogLines {
+    /// The most lines one event carries.
+    pub const MAX_LINES: usize = 1024;
+    /// The most bytes of text one event carries, unless a single line is longer (a line is at
+    /// most 64 KiB, so an event stays well inside NATS's default 1 MiB payload).
+    pub const MAX_TEXT_BYTES: usize = 256 * 1024;
+
+    /// Deterministic id, also the `Nats-Msg-Id`: the same as a [`LogLine`]'s for its first line.
+    pub fn id(&self) -> String {
+        format!("{}.{}.log.{}", self.build_id, self.attempt, self.first_line)
+    }
+
+    /// The lines one by one.
+    pub fn into_lines(self) -> impl Iterator<Item = LogLine> {
+        let Self {
+            build_id,
+            repo,
+            attempt,
+            first_line,
+            lines,
+            ..
+        } = self;
+        lines
+            .into_iter()
+            .zip(first_line..)
+            .map(move |(entry, line)| LogLine {
+                kind: LogLineType::LogLine,
+                version: 1,
+                time: entry.time,
+                build_id: build_id.clone(),
+                repo: repo.clone(),
+                attempt,
+                line,
+                stream: entry.stream,
+                text: entry.text,
+            })
+    }
+}
+
+/// Either shape of a log event, read in one pass (no buffering by tag).
+#[derive(Deserialize)]
+struct AnyLog {
+    #[serde(rename = "type")]
+    kind: String,
+    build_id: BuildId,
+    repo: RepoName,
+    attempt: u32,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    time: Option<OffsetDateTime>,
+    line: Option<u64>,
+    stream: Option<LogStream>,
+    text: Option<String>,
+    first_line: Option<u64>,
+    lines: Option<Vec<LogEntry>>,
+}
+
+/// Why a message on a log subject is not a log event.
+#[derive(Debug, thiserror::Error)]
+pub enum LogDecodeError {
+    #[error("not a log event: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("a {0:?} event lacks its {1}")]
+    Missing(String, &'static str),
+    #[error("unknown log event type {0:?}")]
+    UnknownType(String),
+}
+
+/// The lines of a message on a log subject, a [`LogLine`] or a [`LogLines`] event.
+pub fn decode_log(payload: &[u8]) -> Result<Vec<LogLine>, LogDecodeError> {
+    let any: AnyLog = serde_json::from_slice(payload)?;
+    let missing = |what| LogDecodeError::Missing(any.kind.clone(), what);
+    match any.kind.as_str() {
+        "log.line" => Ok(vec![LogLine {
+            kind: LogLineType::LogLine,
+            version: 1,
+            time: any.time.ok_or_else(|| missing("time"))?,
+            line: any.line.ok_or_else(|| missing("line"))?,
+            stream: any.stream.ok_or_else(|| missing("stream"))?,
+            text: any.text.clone().ok_or_else(|| missing("text"))?,
+            build_id: any.build_id,
+            repo: any.repo,
+            attempt: any.attempt,
+        }]),
+        "log.lines" => {
+            let first_line = any.first_line.ok_or_else(|| missing("first_line"))?;
+            let lines = any.lines.ok_or_else(|| missing("lines"))?;
+            Ok(LogLines {
+                kind: LogLinesType::LogLines,
+                version: 1,
+                build_id: any.build_id,
+                repo: any.repo,
+                attempt: any.attempt,
+                first_line,
+                lines,
+            }
+            .into_lines()
+            .collect())
+        }
+        other => Err(LogDecodeError::UnknownType(other.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    fn line(n: u64, text: &str) -> LogLine {
+        LogLine {
+            kind: LogLineType::LogLine,
+            version: 1,
+            time: OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time"),
+            build_id: BuildId::parse("b1").expect("id"),
+            repo: RepoName::parse("octo/repo").expect("repo"),
+            attempt: 2,
+            line: n,
+            stream: LogStream::Stdout,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn both_shapes_decode_to_the_same_lines() {
+        let single = serde_json::to_vec(&line(7, "alone")).expect("json");
+        assert_eq!(
+            decode_log(&single).expect("decodes"),
+            vec![line(7, "alone")]
+        );
+
+        let run = LogLines {
+            kind: LogLinesType::LogLines,
+            version: 1,
+            build_id: BuildId::parse("b1").expect("id"),
+            repo: RepoName::parse("octo/repo").expect("repo"),
+            attempt: 2,
+            first_line: 3,
+            lines: ["a", "b", "c"]
+                .into_iter()
+                .map(|t| LogEntry {
+                    time: line(0, "").time,
+                    stream: LogStream::Stdout,
+                    text: t.into(),
+                })
+                .collect(),
+        };
+        assert_eq!(run.id(), "b1.2.log.3");
+        let bytes = serde_json::to_vec(&run).expect("json");
+        assert_eq!(
+            decode_log(&bytes).expect("decodes"),
+            vec![line(3, "a"), line(4, "b"), line(5, "c")]
+        );
+    }
+
+    #[test]
+    fn other_messages_are_errors_that_say_why() {
+        let err = decode_log(br#"{"type":"log.lines","build_id":"b1","repo":"o/r","attempt":1}"#)
+            .expect_err("no lines");
+        assert!(err.to_string().contains("first_line"), "{err}");
+        let err =
+            decode_log(br#"{"type":"build.queued","build_id":"b1","repo":"o/r","attempt":1}"#)
+                .expect_err("not a log");
+        assert!(err.to_string().contains("build.queued"), "{err}");
+        assert!(decode_log(b"not json").is_err());
+    }
+}

@@ -3,13 +3,14 @@
 use schemars::schema_for;
 
 use crate::commands::BuildCommand;
-use crate::events::{Envelope, LogLine};
+use crate::events::{Envelope, LogLine, LogLines};
 
 /// `(file name, pretty JSON)` for every committed schema file.
 pub fn all() -> Vec<(&'static str, String)> {
     let docs = [
         ("build-event.schema.json", schema_for!(Envelope)),
         ("log-line.schema.json", schema_for!(LogLine)),
+        ("log-lines.schema.json", schema_for!(LogLines)),
         ("build-command.schema.json", schema_for!(BuildCommand)),
     ];
     docs.into_iter()

@@ -26,5 +26,8 @@ pub mod subjects;
 pub mod webhook;
 
 pub use commands::BuildCommand;
-pub use events::{BuildEvent, BuildStatus, Envelope, LogLine, LogStream, TriggerEvent};
+pub use events::{
+    BuildEvent, BuildStatus, Envelope, LogEntry, LogLine, LogLines, LogStream, TriggerEvent,
+    decode_log,
+};
 pub use ids::{BuildId, IdError, RepoName};

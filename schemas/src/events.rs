@@ -282,7 +282,8 @@ impl LogLines {
 
 /// Either shape of a log event, read in one pass (no buffering by tag).
 #[derive(Deserialize)]
-struct AnyLog {
+#[doc(hidden)]
+pub struct AnyLog {
     #[serde(rename = "type")]
     kind: String,
     build_id: BuildId,
@@ -311,35 +312,57 @@ pub enum LogDecodeError {
 /// The lines of a message on a log subject, a [`LogLine`] or a [`LogLines`] event.
 pub fn decode_log(payload: &[u8]) -> Result<Vec<LogLine>, LogDecodeError> {
     let any: AnyLog = serde_json::from_slice(payload)?;
-    let missing = |what| LogDecodeError::Missing(any.kind.clone(), what);
-    match any.kind.as_str() {
-        "log.line" => Ok(vec![LogLine {
-            kind: LogLineType::LogLine,
-            version: 1,
-            time: any.time.ok_or_else(|| missing("time"))?,
-            line: any.line.ok_or_else(|| missing("line"))?,
-            stream: any.stream.ok_or_else(|| missing("stream"))?,
-            text: any.text.clone().ok_or_else(|| missing("text"))?,
-            build_id: any.build_id,
-            repo: any.repo,
-            attempt: any.attempt,
-        }]),
-        "log.lines" => {
-            let first_line = any.first_line.ok_or_else(|| missing("first_line"))?;
-            let lines = any.lines.ok_or_else(|| missing("lines"))?;
-            Ok(LogLines {
-                kind: LogLinesType::LogLines,
+    any.into_lines()
+}
+
+/// A message on a log subject, either shape, as its lines: what a reader deserialises.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "AnyLog")]
+pub struct LogEvent {
+    pub lines: Vec<LogLine>,
+}
+
+impl TryFrom<AnyLog> for LogEvent {
+    type Error = LogDecodeError;
+
+    fn try_from(any: AnyLog) -> Result<Self, Self::Error> {
+        any.into_lines().map(|lines| Self { lines })
+    }
+}
+
+impl AnyLog {
+    fn into_lines(self) -> Result<Vec<LogLine>, LogDecodeError> {
+        let any = self;
+        let missing = |what| LogDecodeError::Missing(any.kind.clone(), what);
+        match any.kind.as_str() {
+            "log.line" => Ok(vec![LogLine {
+                kind: LogLineType::LogLine,
                 version: 1,
+                time: any.time.ok_or_else(|| missing("time"))?,
+                line: any.line.ok_or_else(|| missing("line"))?,
+                stream: any.stream.ok_or_else(|| missing("stream"))?,
+                text: any.text.clone().ok_or_else(|| missing("text"))?,
                 build_id: any.build_id,
                 repo: any.repo,
                 attempt: any.attempt,
-                first_line,
-                lines,
+            }]),
+            "log.lines" => {
+                let first_line = any.first_line.ok_or_else(|| missing("first_line"))?;
+                let lines = any.lines.ok_or_else(|| missing("lines"))?;
+                Ok(LogLines {
+                    kind: LogLinesType::LogLines,
+                    version: 1,
+                    build_id: any.build_id,
+                    repo: any.repo,
+                    attempt: any.attempt,
+                    first_line,
+                    lines,
+                }
+                .into_lines()
+                .collect())
             }
-            .into_lines()
-            .collect())
+            other => Err(LogDecodeError::UnknownType(other.to_owned())),
         }
-        other => Err(LogDecodeError::UnknownType(other.to_owned())),
     }
 }
 
@@ -391,6 +414,9 @@ mod log_tests {
             decode_log(&bytes).expect("decodes"),
             vec![line(3, "a"), line(4, "b"), line(5, "c")]
         );
+        let event: LogEvent = serde_json::from_slice(&bytes).expect("a log event");
+        assert_eq!(event.lines.len(), 3);
+        assert!(serde_json::from_slice::<LogEvent>(b"{\"type\":\"log.lines\"}").is_err());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod webhook;
 
 pub use commands::BuildCommand;
 pub use events::{
-    BuildEvent, BuildStatus, Envelope, LogEntry, LogLine, LogLines, LogStream, TriggerEvent,
-    decode_log,
+    BuildEvent, BuildStatus, Envelope, LogEntry, LogEvent, LogLine, LogLines, LogStream,
+    TriggerEvent, decode_log,
 };
 pub use ids::{BuildId, IdError, RepoName};

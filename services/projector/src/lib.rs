@@ -24,6 +24,7 @@ use hermes_nats::Bus;
 use hermes_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use hermes_schemas::{Envelope, LogLine, subjects};
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use store::{Store, StoreError};
@@ -65,7 +66,16 @@ pub async fn run(
 
 type Apply<T> = fn(&Store, &str, &[(u64, T)]) -> Result<(), StoreError>;
 
+/// Decoded events in flight between the receiving task and the writer: two batches' worth, so
+/// the next batch fills while one is written.
+const IN_FLIGHT: usize = 2 * MAX_BATCH;
+
 /// Replays `stream` from the stored checkpoint and keeps following it, in batches.
+///
+/// Two tasks: this one receives and decodes the messages and hands them on through a channel;
+/// the writer takes everything that is waiting (up to [`MAX_BATCH`]) as one batch and writes it
+/// in one transaction. While a batch is written the next one fills, so batches are large when the
+/// stream is busy (a replay) and a single event is written at once when it is quiet (live).
 async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
     bus: Bus,
     store: Store,
@@ -98,7 +108,7 @@ async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
             consumer.messages().await.map_err(|e| e.to_string())
         }
         .await;
-        let messages = match consumer {
+        let mut messages = match consumer {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(stream = stream_name, error = %e, "Cannot follow the stream, retrying.");
@@ -109,40 +119,128 @@ async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
             }
         };
         tracing::info!(stream = stream_name, from, "Following the stream.");
-        let mut chunks = messages.ready_chunks(MAX_BATCH);
-        loop {
-            let chunk = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                c = chunks.next() => c,
+        let (tx, rx) = mpsc::channel::<(u64, T)>(IN_FLIGHT);
+        let writer = tokio::spawn(write_batches(store.clone(), stream_name, rx, apply));
+        let ended = loop {
+            let item = tokio::select! {
+                () = shutdown.cancelled() => break Ended::Shutdown,
+                m = messages.next() => m,
             };
-            let Some(chunk) = chunk else {
-                continue 'reconnect;
+            let Some(item) = item else {
+                break Ended::Stream;
             };
-            let mut batch = Vec::with_capacity(chunk.len());
-            for item in chunk {
-                let msg = match item {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(stream = stream_name, error = %e, "Ordered consumer reset.");
-                        continue;
-                    }
-                };
-                let Ok(info) = msg.info() else { continue };
-                let seq = info.stream_sequence;
-                match serde_json::from_slice::<T>(&msg.payload) {
-                    Ok(event) => batch.push((seq, event)),
-                    Err(e) => {
-                        tracing::error!(stream = stream_name, seq, error = %e, "Unreadable event skipped.")
-                    }
+            let msg = match item {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(stream = stream_name, error = %e, "Ordered consumer reset.");
+                    continue;
                 }
-            }
-            if batch.is_empty() {
+            };
+            let Some(seq) = stream_sequence(&msg) else {
                 continue;
+            };
+            let event = match serde_json::from_slice::<T>(&msg.payload) {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::error!(stream = stream_name, seq, error = %e, "Unreadable event skipped.");
+                    continue;
+                }
+            };
+            if tx.send((seq, event)).await.is_err() {
+                // The writer stopped: its result says why.
+                break Ended::Writer;
             }
-            let s = store.clone();
-            tokio::task::spawn_blocking(move || apply(&s, stream_name, &batch))
-                .await
-                .map_err(|e| ProjectorError::Nats(e.to_string()))??;
+        };
+        // The writer stores what it was given and stops; only then is the checkpoint where the
+        // next consumer starts.
+        drop(tx);
+        writer
+            .await
+            .map_err(|e| ProjectorError::Nats(e.to_string()))??;
+        match ended {
+            Ended::Shutdown => return Ok(()),
+            Ended::Stream | Ended::Writer => continue 'reconnect,
         }
+    }
+}
+
+/// Why the receiving loop stopped.
+enum Ended {
+    Shutdown,
+    Stream,
+    Writer,
+}
+
+/// The stream sequence of a message, read from its reply subject when that has the usual form
+/// ([`ack_stream_sequence`]), else by the client's full parse of it.
+fn stream_sequence(msg: &hermes_nats::jetstream::Message) -> Option<u64> {
+    msg.reply
+        .as_deref()
+        .and_then(ack_stream_sequence)
+        .or_else(|| msg.info().ok().map(|i| i.stream_sequence))
+}
+
+/// The stream sequence in a JetStream ack subject `$JS.ACK.<stream>.<consumer>.<delivered>.
+/// <stream seq>.<consumer seq>.<time>.<pending>`, without parsing the rest of it (the client's
+/// full parse was a noticeable share of a replay's time).
+fn ack_stream_sequence(reply: &str) -> Option<u64> {
+    if !reply.starts_with("$JS.ACK.") || reply.bytes().filter(|b| *b == b'.').count() != 8 {
+        return None;
+    }
+    reply.rsplit('.').nth(3)?.parse().ok()
+}
+
+/// A batch smaller than this was all that was waiting: the stream is quiet and it is written at
+/// once. One at least this large means a backlog (a replay, a burst), and the writer waits for
+/// the next messages while they keep coming, up to [`MAX_BATCH`].
+const BACKLOG: usize = 64;
+
+/// How long the writer waits for more of a backlog before it writes what it has.
+const BACKLOG_GAP: Duration = Duration::from_millis(2);
+
+/// Writes what `rx` delivers, each time everything that is waiting (up to [`MAX_BATCH`]) in one
+/// transaction, until the channel closes and is empty.
+async fn write_batches<T: Send + Sync + 'static>(
+    store: Store,
+    stream_name: &'static str,
+    mut rx: mpsc::Receiver<(u64, T)>,
+    apply: Apply<T>,
+) -> Result<(), ProjectorError> {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return Ok(());
+        }
+        while batch.len() >= BACKLOG && batch.len() < MAX_BATCH {
+            let more = MAX_BATCH - batch.len();
+            match tokio::time::timeout(BACKLOG_GAP, rx.recv_many(&mut batch, more)).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        let s = store.clone();
+        batch = tokio::task::spawn_blocking(move || {
+            apply(&s, stream_name, &batch)?;
+            batch.clear();
+            Ok::<_, StoreError>(batch)
+        })
+        .await
+        .map_err(|e| ProjectorError::Nats(e.to_string()))??;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ack_stream_sequence;
+
+    #[test]
+    fn the_stream_sequence_is_read_from_an_ack_subject() {
+        let reply = "$JS.ACK.HERMES_LOGS.abc123.1.4097.17.1764300000000000000.3";
+        assert_eq!(ack_stream_sequence(reply), Some(4097));
+        // Another form (with a domain and account hash) is left to the client's parser.
+        let v2 = "$JS.ACK.hub.ACCHASH.HERMES_LOGS.abc123.1.4097.17.1764300000000000000.3.tok";
+        assert_eq!(ack_stream_sequence(v2), None);
+        assert_eq!(ack_stream_sequence("_INBOX.x.y"), None);
+        assert_eq!(ack_stream_sequence("$JS.ACK.S.c.1.x.17.1.3"), None);
     }
 }

@@ -19,8 +19,9 @@ use hermes_schemas::{LogLine, subjects};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::model::Build;
-use crate::store::Store;
+use bytes::Bytes;
+
+use crate::store::{DEFAULT_PAGE, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -98,20 +99,32 @@ async fn list(
     if let Some(repo) = &q.repo {
         hermes_schemas::RepoName::parse(repo).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, 1000);
+    let json = |body: Bytes| ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if limit == DEFAULT_PAGE {
+        // The first page, as the projector last committed it: no read of the file.
+        if let Some(page) = store.cached_first_page(q.repo.as_deref()) {
+            return Ok(json(page));
+        }
+        let body = tokio::task::spawn_blocking(move || store.first_page_json(q.repo.as_deref()))
+            .await
+            .map_err(|_| ApiError::Internal)??;
+        return Ok(json(body));
+    }
     let body = tokio::task::spawn_blocking(move || store.list_json(q.repo.as_deref(), limit))
         .await
         .map_err(|_| ApiError::Internal)??;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(json(Bytes::from(body)))
 }
 
-async fn one(State(store): State<Store>, Path(id): Path<String>) -> Result<Json<Build>, ApiError> {
+/// One build: its stored JSON document as it is (the same bytes `Json<Build>` would write).
+async fn one(State(store): State<Store>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let lookup = id.clone();
-    tokio::task::spawn_blocking(move || store.build(&lookup))
+    let body = tokio::task::spawn_blocking(move || store.build_json(&lookup))
         .await
         .map_err(|_| ApiError::Internal)??
-        .map(Json)
-        .ok_or(ApiError::NotFound(id))
+        .ok_or(ApiError::NotFound(id))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn logs(State(store): State<Store>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -1,7 +1,11 @@
 //! The redb file that holds the read model. Written only by the fold of JetStream events.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
 
 use hermes_schemas::{Envelope, LogLine};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -27,12 +31,93 @@ fn err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// The one field of a stored build that decides which log lines are kept.
+#[derive(serde::Deserialize)]
+struct CurrentAttempt {
+    attempt: u32,
+}
+
 /// Where a line sits in a build's log: attempt, then line number.
 pub type LogPosition = (u32, u64);
 
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    pages: Arc<Pages>,
+}
+
+/// How many builds a page has when the client does not say: the page that is cached.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// The most pages kept in [`Pages`]; past that, one is dropped for each new one.
+const MAX_CACHED_PAGES: usize = 1024;
+
+/// The encoded first pages of `GET /api/builds` ([`DEFAULT_PAGE`] builds; by repository, and of
+/// all repositories under `None`), as they were answered, until a committed batch touches a build
+/// of theirs.
+///
+/// A page is put in only if no batch committed while it was read (the generation did not move):
+/// a page read from a snapshot older than a commit can never be cached after that commit dropped
+/// the pages it touched.
+#[derive(Default)]
+struct Pages {
+    inner: Mutex<PagesInner>,
+}
+
+#[derive(Default)]
+struct PagesInner {
+    generation: u64,
+    by_repo: HashMap<String, Bytes>,
+    all: Option<Bytes>,
+}
+
+impl Pages {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PagesInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cached page, or the generation to read it at.
+    fn get(&self, repo: Option<&str>) -> Result<Bytes, u64> {
+        let inner = self.lock();
+        let hit = match repo {
+            Some(r) => inner.by_repo.get(r),
+            None => inner.all.as_ref(),
+        };
+        hit.cloned().ok_or(inner.generation)
+    }
+
+    fn put(&self, repo: Option<&str>, read_at: u64, page: Bytes) {
+        let mut inner = self.lock();
+        if inner.generation != read_at {
+            return;
+        }
+        let Some(repo) = repo else {
+            inner.all = Some(page);
+            return;
+        };
+        if inner.by_repo.len() >= MAX_CACHED_PAGES
+            && let Some(k) = inner.by_repo.keys().next().cloned()
+        {
+            inner.by_repo.remove(&k);
+        }
+        inner.by_repo.insert(repo.to_owned(), page);
+    }
+
+    /// Called after a write transaction that may have changed builds of `repos`.
+    fn invalidate(&self, repos: &[String]) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        if repos.is_empty() {
+            return;
+        }
+        inner.all = None;
+        if inner.by_repo.is_empty() {
+            return;
+        }
+        for r in repos {
+            inner.by_repo.remove(r.as_str());
+        }
+    }
 }
 
 impl Store {
@@ -50,7 +135,10 @@ impl Store {
             txn.open_table(CHECKPOINTS).map_err(err)?;
         }
         txn.commit().map_err(err)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            pages: Arc::default(),
+        })
     }
 
     pub fn checkpoint(&self, stream: &str) -> Result<u64, StoreError> {
@@ -84,18 +172,32 @@ impl Store {
         txn.commit().map_err(err)
     }
 
-    /// Folds a batch of build events into the builds they belong to.
+    /// Folds a batch of build events into the builds they belong to. Each build the batch touches
+    /// is read and decoded once, folded through all its events of the batch, and encoded and
+    /// written once.
     pub fn apply_builds(&self, stream: &str, batch: &[(u64, Envelope)]) -> Result<(), StoreError> {
-        self.apply_batch(stream, batch, |txn, events| {
+        let mut touched = Vec::new();
+        let result = self.apply_batch(stream, batch, |txn, events| {
             let mut builds = txn.open_table(BUILDS).map_err(err)?;
             let mut by_repo = txn.open_table(BY_REPO).map_err(err)?;
             let mut by_seq = txn.open_table(BY_SEQ).map_err(err)?;
+            // The builds of this batch as they stand, in the order first seen.
+            let mut folded: HashMap<&str, Option<Build>> = HashMap::new();
+            let mut order: Vec<&str> = Vec::new();
             for (seq, event) in events {
                 let id = event.build_id.as_str();
-                let before: Option<Build> = match builds.get(id).map_err(err)? {
-                    Some(v) => Some(serde_json::from_slice(v.value()).map_err(err)?),
-                    None => None,
+                let slot = match folded.entry(id) {
+                    Entry::Occupied(o) => o.into_mut(),
+                    Entry::Vacant(v) => {
+                        let stored: Option<Build> = match builds.get(id).map_err(err)? {
+                            Some(v) => Some(serde_json::from_slice(v.value()).map_err(err)?),
+                            None => None,
+                        };
+                        order.push(id);
+                        v.insert(stored)
+                    }
                 };
+                let before = slot.take();
                 let known = before.is_some();
                 let Some(after) = model::apply(before, event) else {
                     tracing::warn!(build = id, seq, "Event for an unknown build ignored.");
@@ -107,12 +209,23 @@ impl Store {
                         .map_err(err)?;
                     by_seq.insert(*seq, id).map_err(err)?;
                 }
-                builds
-                    .insert(id, serde_json::to_vec(&after).map_err(err)?.as_slice())
-                    .map_err(err)?;
+                *slot = Some(after);
+            }
+            let mut json = Vec::new();
+            for id in order {
+                let Some(Some(build)) = folded.get(id) else {
+                    continue;
+                };
+                json.clear();
+                serde_json::to_writer(&mut json, build).map_err(err)?;
+                builds.insert(id, json.as_slice()).map_err(err)?;
+                touched.push(build.repo.as_str().to_owned());
             }
             Ok(())
-        })
+        });
+        // Whether or not the commit went through, no cached page may outlive it.
+        self.pages.invalidate(&touched);
+        result
     }
 
     /// Stores a batch of log lines. Lines of an attempt older than the build's current one (a
@@ -121,17 +234,15 @@ impl Store {
         self.apply_batch(stream, batch, |txn, lines| {
             let mut logs = txn.open_table(LOGS).map_err(err)?;
             let builds = txn.open_table(BUILDS).map_err(err)?;
-            let mut current: std::collections::HashMap<&str, u32> =
-                std::collections::HashMap::new();
+            let mut current: HashMap<&str, u32> = HashMap::new();
             for (_, l) in lines {
                 let id = l.build_id.as_str();
                 let attempt = match current.get(id) {
                     Some(a) => *a,
                     None => {
                         let a = match builds.get(id).map_err(err)? {
-                            Some(v) => {
-                                serde_json::from_slice::<Build>(v.value()).map_or(0, |b| b.attempt)
-                            }
+                            Some(v) => serde_json::from_slice::<CurrentAttempt>(v.value())
+                                .map_or(0, |b| b.attempt),
                             None => 0,
                         };
                         current.insert(id, a);
@@ -156,7 +267,31 @@ impl Store {
         }
     }
 
-    /// The builds of `repo` (all repositories when `None`), newest first.
+    /// A build's stored JSON document, exactly as `build` would encode it again.
+    pub fn build_json(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(BUILDS).map_err(err)?;
+        Ok(t.get(id).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The first page of `repo`'s builds (all repositories when `None`), [`DEFAULT_PAGE`] of
+    /// them, as [`list_json`](Self::list_json) gives it, from the cache when no batch changed
+    /// one of its builds since it was last read.
+    pub fn first_page_json(&self, repo: Option<&str>) -> Result<Bytes, StoreError> {
+        let read_at = match self.pages.get(repo) {
+            Ok(page) => return Ok(page),
+            Err(generation) => generation,
+        };
+        let page = Bytes::from(self.list_json(repo, DEFAULT_PAGE)?);
+        self.pages.put(repo, read_at, page.clone());
+        Ok(page)
+    }
+
+    /// The cached first page, if there is one: no read of the file.
+    pub fn cached_first_page(&self, repo: Option<&str>) -> Option<Bytes> {
+        self.pages.get(repo).ok()
+    }
+
     /// The builds of `repo` (all repositories when `None`), newest first, as one JSON array made
     /// of the stored documents as they are: a page costs no decoding and no encoding.
     pub fn list_json(&self, repo: Option<&str>, limit: usize) -> Result<Vec<u8>, StoreError> {
@@ -307,8 +442,159 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    fn envelope(n: u64, repo: &str, attempt: u32, event: BuildEvent) -> Envelope {
+        Envelope::new(
+            BuildId::parse(&format!("b{n}")).expect("id"),
+            RepoName::parse(repo).expect("repo"),
+            attempt,
+            time::OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(attempt.into()),
+            event,
+        )
+    }
+
+    fn queued(n: u64, repo: &str) -> Envelope {
+        envelope(
+            n,
+            repo,
+            0,
+            BuildEvent::Queued(Queued {
+                number: n,
+                trigger: TriggerEvent::Push,
+                git_ref: "refs/heads/main".into(),
+                commit: CommitSha::parse(&"a".repeat(40)).expect("sha"),
+                clone_url: "file:///r".into(),
+                pull_request: None,
+                delivery: None,
+                restarted_from: None,
+            }),
+        )
+    }
+
+    /// Builds in two repositories through queued, a lost attempt, a second attempt and its end,
+    /// with repeats and an event of an unknown build.
+    fn history() -> Vec<(u64, Envelope)> {
+        use hermes_schemas::BuildStatus;
+        use hermes_schemas::events::{Finished, Started};
+        let started = |n, repo, a: u32| {
+            envelope(
+                n,
+                repo,
+                a,
+                BuildEvent::Started(Started {
+                    runner: format!("r{a}"),
+                }),
+            )
+        };
+        let finished = |n, repo, a| {
+            envelope(
+                n,
+                repo,
+                a,
+                BuildEvent::Finished(Finished {
+                    status: BuildStatus::Succeeded,
+                    error: None,
+                }),
+            )
+        };
+        let events = vec![
+            started(9, "o/a", 1),
+            queued(1, "o/a"),
+            queued(2, "o/b"),
+            started(1, "o/a", 1),
+            queued(3, "o/a"),
+            queued(1, "o/a"),
+            started(2, "o/b", 1),
+            started(1, "o/a", 2),
+            finished(1, "o/a", 1),
+            finished(2, "o/b", 1),
+            finished(1, "o/a", 2),
+            started(3, "o/a", 1),
+            finished(1, "o/a", 2),
+        ];
+        (1..).zip(events).collect()
+    }
+
+    #[test]
+    fn a_batch_folds_to_what_its_events_fold_to_one_at_a_time() {
+        let dir = tempfile_dir();
+        let events = history();
+        let whole = Store::open(&dir.join("whole.redb")).expect("open");
+        whole.apply_builds("S", &events).expect("apply");
+        let single = Store::open(&dir.join("single.redb")).expect("open");
+        for e in &events {
+            single
+                .apply_builds("S", std::slice::from_ref(e))
+                .expect("apply");
+        }
+        let split = Store::open(&dir.join("split.redb")).expect("open");
+        let (a, b) = events.split_at(5);
+        split.apply_builds("S", a).expect("apply");
+        // Applied again and overlapping: the checkpoint skips what is stored.
+        split.apply_builds("S", &events[2..]).expect("apply");
+        split.apply_builds("S", b).expect("apply");
+        let dump = whole.dump().expect("dump");
+        assert!(dump.contains("build b1 "), "{dump}");
+        assert!(
+            !dump.contains("build b9 "),
+            "an unknown build stays unknown: {dump}"
+        );
+        assert_eq!(dump, single.dump().expect("dump"));
+        assert_eq!(dump, split.dump().expect("dump"));
+        let b1 = whole.build("b1").expect("read").expect("known");
+        assert_eq!((b1.attempt, b1.attempts.len()), (2, 2));
+        assert_eq!(whole.checkpoint("S").expect("ckpt"), events.len() as u64);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn the_cached_first_page_follows_every_committed_batch() {
+        let dir = tempfile_dir();
+        let store = Store::open(&dir.join("pages.redb")).expect("open");
+        let events = history();
+        let fresh = |s: &Store, repo: Option<&str>| s.list_json(repo, DEFAULT_PAGE).expect("list");
+        for (i, e) in events.iter().enumerate() {
+            // Read (and cache) the pages before each batch, then check them after it.
+            for repo in [Some("o/a"), Some("o/b"), Some("o/none"), None] {
+                store.first_page_json(repo).expect("page");
+            }
+            store
+                .apply_builds("S", std::slice::from_ref(e))
+                .expect("apply");
+            for repo in [Some("o/a"), Some("o/b"), Some("o/none"), None] {
+                let page = store.first_page_json(repo).expect("page");
+                assert_eq!(
+                    page.as_ref(),
+                    fresh(&store, repo).as_slice(),
+                    "{repo:?} after event {i}"
+                );
+                assert_eq!(store.cached_first_page(repo), Some(page));
+            }
+        }
+        let page: Vec<Build> =
+            serde_json::from_slice(&store.first_page_json(Some("o/a")).expect("page"))
+                .expect("a JSON array");
+        assert_eq!(page.iter().map(|b| b.number).collect::<Vec<_>>(), [3, 1]);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_page_read_before_a_commit_is_not_cached_after_it() {
+        let pages = Pages::default();
+        let read_at = pages.get(Some("o/a")).expect_err("empty");
+        // A batch commits while the page is being read from the older snapshot.
+        pages.invalidate(&["o/a".to_owned()]);
+        pages.put(Some("o/a"), read_at, Bytes::from_static(b"[old]"));
+        assert!(pages.get(Some("o/a")).is_err(), "the stale page was cached");
+        let read_at = pages.get(None).expect_err("empty");
+        pages.put(None, read_at, Bytes::from_static(b"[new]"));
+        assert_eq!(pages.get(None), Ok(Bytes::from_static(b"[new]")));
+    }
+
     fn tempfile_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("hermes-store-test-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("hermes-store-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         dir
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::StreamExt;
 use hermes_nats::Bus;
-use hermes_schemas::{LogLine, subjects};
+use hermes_schemas::{decode_log, subjects};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -208,21 +208,24 @@ async fn follow_log(
             () = tx.closed() => return,
             msg = lines.next() => {
                 let Some(msg) = msg else { return };
-                let Ok(line) = serde_json::from_slice::<LogLine>(&msg.payload) else { continue };
-                let pos = (line.attempt, line.line);
-                if pos <= last {
-                    continue;
-                }
-                // A line the subscription missed (published before it began) is in the read
-                // model, or soon will be.
-                let contiguous = pos.0 != last.0 || pos.1 == last.1 + 1;
-                if !contiguous && !send_stored(&store, &id, &mut last, Some(pos), &tx, send).await {
-                    return;
-                }
-                if pos > last {
-                    last = pos;
-                    if tx.send(Ok(send(pos, line.text))).await.is_err() {
+                // One line, or a run of them (`log.lines`).
+                let Ok(event) = decode_log(&msg.payload) else { continue };
+                for line in event {
+                    let pos = (line.attempt, line.line);
+                    if pos <= last {
+                        continue;
+                    }
+                    // A line the subscription missed (published before it began) is in the read
+                    // model, or soon will be.
+                    let contiguous = pos.0 != last.0 || pos.1 == last.1 + 1;
+                    if !contiguous && !send_stored(&store, &id, &mut last, Some(pos), &tx, send).await {
                         return;
+                    }
+                    if pos > last {
+                        last = pos;
+                        if tx.send(Ok(send(pos, line.text))).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -238,12 +241,12 @@ async fn follow_log(
                 }
                 let Some(s) = status(&store).filter(|s| s.is_final()) else { continue };
                 while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(100), lines.next()).await {
-                    if let Ok(line) = serde_json::from_slice::<LogLine>(&msg.payload)
-                        && (line.attempt, line.line) > last
-                    {
-                        last = (line.attempt, line.line);
-                        if tx.send(Ok(send(last, line.text))).await.is_err() {
-                            return;
+                    for line in decode_log(&msg.payload).unwrap_or_default() {
+                        if (line.attempt, line.line) > last {
+                            last = (line.attempt, line.line);
+                            if tx.send(Ok(send(last, line.text))).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }

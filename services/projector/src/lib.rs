@@ -17,19 +17,20 @@ pub mod api;
 pub mod model;
 pub mod store;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use hermes_nats::Bus;
 use hermes_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-use hermes_schemas::{Envelope, LogLine, subjects};
+use hermes_schemas::{Envelope, LogEvent, subjects};
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use store::{Store, StoreError};
 
-/// The most events folded in one write transaction.
+/// The most events (log lines) folded in one write transaction, unless one message holds more.
 pub const MAX_BATCH: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,19 +53,25 @@ pub async fn run(
         subjects::BUILDS_STREAM,
         shutdown.clone(),
         |s, stream, batch| s.apply_builds(stream, batch),
+        |_| 1,
     );
-    let logs = follow::<LogLine>(
+    // A log message is one line or a run of them (`log.lines`); a batch counts lines.
+    let logs = follow::<LogEvent>(
         bus,
         store,
         subjects::LOGS_STREAM,
         shutdown,
         |s, stream, batch| s.apply_logs(stream, batch),
+        |e| e.lines.len(),
     );
     let (a, b) = tokio::join!(builds, logs);
     a.and(b)
 }
 
 type Apply<T> = fn(&Store, &str, &[(u64, T)]) -> Result<(), StoreError>;
+
+/// How many of a batch's events (log lines) a message holds.
+type Weigh<T> = fn(&T) -> usize;
 
 /// Decoded events in flight between the receiving task and the writer: two batches' worth, so
 /// the next batch fills while one is written.
@@ -82,6 +89,7 @@ async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
     stream_name: &'static str,
     shutdown: CancellationToken,
     apply: Apply<T>,
+    weigh: Weigh<T>,
 ) -> Result<(), ProjectorError> {
     'reconnect: loop {
         let from = store.checkpoint(stream_name)?;
@@ -119,8 +127,16 @@ async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
             }
         };
         tracing::info!(stream = stream_name, from, "Following the stream.");
-        let (tx, rx) = mpsc::channel::<(u64, T)>(IN_FLIGHT);
-        let writer = tokio::spawn(write_batches(store.clone(), stream_name, rx, apply));
+        // The channel is bounded by the events its messages hold, not by messages.
+        let (tx, rx) = mpsc::unbounded_channel::<(u64, T, usize)>();
+        let room = Arc::new(Semaphore::new(IN_FLIGHT));
+        let writer = tokio::spawn(write_batches(
+            store.clone(),
+            stream_name,
+            rx,
+            room.clone(),
+            apply,
+        ));
         let ended = loop {
             let item = tokio::select! {
                 () = shutdown.cancelled() => break Ended::Shutdown,
@@ -146,7 +162,12 @@ async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
                     continue;
                 }
             };
-            if tx.send((seq, event)).await.is_err() {
+            let weight = weigh(&event).clamp(1, IN_FLIGHT);
+            let Ok(permits) = room.acquire_many(weight as u32).await else {
+                break Ended::Writer;
+            };
+            permits.forget();
+            if tx.send((seq, event, weight)).is_err() {
                 // The writer stopped: its result says why.
                 break Ended::Writer;
             }
@@ -198,23 +219,52 @@ const BACKLOG: usize = 64;
 /// How long the writer waits for more of a backlog before it writes what it has.
 const BACKLOG_GAP: Duration = Duration::from_millis(2);
 
-/// Writes what `rx` delivers, each time everything that is waiting (up to [`MAX_BATCH`]) in one
-/// transaction, until the channel closes and is empty.
+/// Writes what `rx` delivers, each time everything that is waiting (up to [`MAX_BATCH`] events;
+/// a message is never split) in one transaction, until the channel closes and is empty. Gives
+/// back to `room` the events it wrote, and closes it when it stops.
 async fn write_batches<T: Send + Sync + 'static>(
     store: Store,
     stream_name: &'static str,
-    mut rx: mpsc::Receiver<(u64, T)>,
+    rx: mpsc::UnboundedReceiver<(u64, T, usize)>,
+    room: Arc<Semaphore>,
+    apply: Apply<T>,
+) -> Result<(), ProjectorError> {
+    let result = write_loop(store, stream_name, rx, &room, apply).await;
+    // A receiver waiting for room must not wait for a writer that is gone.
+    room.close();
+    result
+}
+
+async fn write_loop<T: Send + Sync + 'static>(
+    store: Store,
+    stream_name: &'static str,
+    mut rx: mpsc::UnboundedReceiver<(u64, T, usize)>,
+    room: &Semaphore,
     apply: Apply<T>,
 ) -> Result<(), ProjectorError> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        let Some((seq, event, w)) = rx.recv().await else {
             return Ok(());
-        }
-        while batch.len() >= BACKLOG && batch.len() < MAX_BATCH {
-            let more = MAX_BATCH - batch.len();
-            match tokio::time::timeout(BACKLOG_GAP, rx.recv_many(&mut batch, more)).await {
-                Ok(n) if n > 0 => {}
+        };
+        batch.push((seq, event));
+        let mut weight = w;
+        loop {
+            while weight < MAX_BATCH {
+                let Ok((seq, event, w)) = rx.try_recv() else {
+                    break;
+                };
+                batch.push((seq, event));
+                weight += w;
+            }
+            if !(BACKLOG..MAX_BATCH).contains(&weight) {
+                break;
+            }
+            match tokio::time::timeout(BACKLOG_GAP, rx.recv()).await {
+                Ok(Some((seq, event, w))) => {
+                    batch.push((seq, event));
+                    weight += w;
+                }
                 _ => break,
             }
         }
@@ -226,6 +276,7 @@ async fn write_batches<T: Send + Sync + 'static>(
         })
         .await
         .map_err(|e| ProjectorError::Nats(e.to_string()))??;
+        room.add_permits(weight);
     }
 }
 

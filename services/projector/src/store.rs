@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-use hermes_schemas::{Envelope, LogLine};
+use hermes_schemas::{Envelope, LogEvent};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::model::{self, Build};
@@ -230,12 +230,12 @@ impl Store {
 
     /// Stores a batch of log lines. Lines of an attempt older than the build's current one (a
     /// runner presumed dead woke up) are not kept.
-    pub fn apply_logs(&self, stream: &str, batch: &[(u64, LogLine)]) -> Result<(), StoreError> {
-        self.apply_batch(stream, batch, |txn, lines| {
+    pub fn apply_logs(&self, stream: &str, batch: &[(u64, LogEvent)]) -> Result<(), StoreError> {
+        self.apply_batch(stream, batch, |txn, events| {
             let mut logs = txn.open_table(LOGS).map_err(err)?;
             let builds = txn.open_table(BUILDS).map_err(err)?;
             let mut current: HashMap<&str, u32> = HashMap::new();
-            for (_, l) in lines {
+            for l in events.flat_map(|(_, e)| &e.lines) {
                 let id = l.build_id.as_str();
                 let attempt = match current.get(id) {
                     Some(a) => *a,
@@ -574,6 +574,43 @@ mod tests {
             serde_json::from_slice(&store.first_page_json(Some("o/a")).expect("page"))
                 .expect("a JSON array");
         assert_eq!(page.iter().map(|b| b.number).collect::<Vec<_>>(), [3, 1]);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn log_messages_of_either_shape_are_stored_line_by_line() {
+        let dir = tempfile_dir();
+        let store = Store::open(&dir.join("logs.redb")).expect("open");
+        store.apply_builds("B", &history()[..8]).expect("apply");
+        let event = |json: serde_json::Value| -> LogEvent {
+            serde_json::from_value(json).expect("a log event")
+        };
+        let t = "2026-01-01T00:00:00Z";
+        let entry = |text: &str| serde_json::json!({"time": t, "stream": "stdout", "text": text});
+        let batch = [
+            // b1 is at attempt 2: a line of attempt 1 is not kept.
+            event(
+                serde_json::json!({"type": "log.line", "version": 1, "time": t,
+                "build_id": "b1", "repo": "o/a", "attempt": 1, "line": 1,
+                "stream": "stdout", "text": "old"}),
+            ),
+            event(
+                serde_json::json!({"type": "log.line", "version": 1, "time": t,
+                "build_id": "b1", "repo": "o/a", "attempt": 2, "line": 1,
+                "stream": "stdout", "text": "one"}),
+            ),
+            event(serde_json::json!({"type": "log.lines", "version": 1,
+                "build_id": "b1", "repo": "o/a", "attempt": 2, "first_line": 2,
+                "lines": [entry("two"), entry("three")]})),
+        ];
+        let batch: Vec<(u64, LogEvent)> = (1..).zip(batch).collect();
+        store.apply_logs("L", &batch).expect("apply");
+        assert_eq!(store.log("b1").expect("log"), "one\ntwo\nthree\n");
+        assert_eq!(
+            store.log_after("b1", (2, 1)).expect("log")[1],
+            ((2, 3), "three".to_owned())
+        );
+        assert_eq!(store.checkpoint("L").expect("ckpt"), 3);
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -23,8 +23,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use hermes_nats::Bus;
 use hermes_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-use hermes_schemas::{Envelope, LogEvent, subjects};
-use serde::de::DeserializeOwned;
+use hermes_schemas::{Envelope, LogEvent, LogLine, subjects};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +51,7 @@ pub async fn run(
         store.clone(),
         subjects::BUILDS_STREAM,
         shutdown.clone(),
+        |p| serde_json::from_slice(p),
         |s, stream, batch| s.apply_builds(stream, batch),
         |_| 1,
     );
@@ -61,6 +61,7 @@ pub async fn run(
         store,
         subjects::LOGS_STREAM,
         shutdown,
+        decode_log_event,
         |s, stream, batch| s.apply_logs(stream, batch),
         |e| e.lines.len(),
     );
@@ -69,6 +70,19 @@ pub async fn run(
 }
 
 type Apply<T> = fn(&Store, &str, &[(u64, T)]) -> Result<(), StoreError>;
+
+/// A message's payload as the event it carries.
+type Decode<T> = fn(&[u8]) -> Result<T, serde_json::Error>;
+
+/// A log message: most are one `log.line`, read straight into its [`LogLine`] (cheaper than the
+/// two-shape [`LogEvent`], which a replay of single lines noticeably paid for); anything else as a
+/// [`LogEvent`] (a `log.lines` run fails the first read at its `type`).
+fn decode_log_event(payload: &[u8]) -> Result<LogEvent, serde_json::Error> {
+    match serde_json::from_slice::<LogLine>(payload) {
+        Ok(line) => Ok(LogEvent { lines: vec![line] }),
+        Err(_) => serde_json::from_slice(payload),
+    }
+}
 
 /// How many of a batch's events (log lines) a message holds.
 type Weigh<T> = fn(&T) -> usize;
@@ -83,11 +97,12 @@ const IN_FLIGHT: usize = 2 * MAX_BATCH;
 /// the writer takes everything that is waiting (up to [`MAX_BATCH`]) as one batch and writes it
 /// in one transaction. While a batch is written the next one fills, so batches are large when the
 /// stream is busy (a replay) and a single event is written at once when it is quiet (live).
-async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
+async fn follow<T: Send + Sync + 'static>(
     bus: Bus,
     store: Store,
     stream_name: &'static str,
     shutdown: CancellationToken,
+    decode: Decode<T>,
     apply: Apply<T>,
     weigh: Weigh<T>,
 ) -> Result<(), ProjectorError> {
@@ -155,7 +170,7 @@ async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
             let Some(seq) = stream_sequence(&msg) else {
                 continue;
             };
-            let event = match serde_json::from_slice::<T>(&msg.payload) {
+            let event = match decode(&msg.payload) {
                 Ok(event) => event,
                 Err(e) => {
                     tracing::error!(stream = stream_name, seq, error = %e, "Unreadable event skipped.");
@@ -282,7 +297,20 @@ async fn write_loop<T: Send + Sync + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use super::ack_stream_sequence;
+    use super::{ack_stream_sequence, decode_log_event};
+    use hermes_schemas::decode_log;
+
+    #[test]
+    fn a_log_message_of_either_shape_decodes_as_decode_log_reads_it() {
+        let single = br#"{"type":"log.line","version":1,"time":"2026-01-01T00:00:00Z","build_id":"b1","repo":"o/r","attempt":1,"line":7,"stream":"stdout","text":"x"}"#;
+        let run = br#"{"type":"log.lines","version":1,"build_id":"b1","repo":"o/r","attempt":1,"first_line":7,"lines":[{"time":"2026-01-01T00:00:00Z","stream":"stderr","text":"a"},{"time":"2026-01-01T00:00:01Z","stream":"stdout","text":"b"}]}"#;
+        for payload in [&single[..], &run[..]] {
+            let event = decode_log_event(payload).expect("decodes");
+            assert_eq!(event.lines, decode_log(payload).expect("decodes"));
+        }
+        assert_eq!(decode_log_event(run).expect("decodes").lines.len(), 2);
+        assert!(decode_log_event(br#"{"type":"build.queued"}"#).is_err());
+    }
 
     #[test]
     fn the_stream_sequence_is_read_from_an_ack_subject() {

@@ -1,12 +1,15 @@
 //! Log sinks against a real `nats-server` (`HERMES_NATS_SERVER`, else `nats-server` on PATH).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use futures::StreamExt;
 use hermes_nats::Bus;
+use hermes_nats::jetstream::consumer::pull::OrderedConfig;
 use hermes_nats::server::NatsServer;
 use hermes_runner::logs::LogSink;
 use hermes_schemas::events::LogStream;
-use hermes_schemas::{BuildId, RepoName};
+use hermes_schemas::{BuildId, RepoName, decode_log};
 
 /// Many builds logging at once on one connection: more lines in flight, all sinks together, than
 /// the connection allows un-acked. Written from one task, round robin, so that no sink awaits an
@@ -46,10 +49,41 @@ async fn many_sinks_on_one_connection_store_every_line() {
     let lost = wrote.expect("the sinks stalled: every publish waits for a permit nobody frees");
     assert_eq!(lost, 0, "lines not stored");
 
-    let mut stream = bus.js.get_stream("HERMES_LOGS").await.expect("stream");
-    let info = stream.info().await.expect("stream info");
-    assert_eq!(info.state.messages, SINKS as u64 * LINES);
     for (i, sink) in sinks.iter().enumerate() {
         assert_eq!(sink.lines(), LINES, "sink {i}");
     }
+
+    // Every line is on the stream once, numbered 1..=LINES per build, in order.
+    let stream = bus.js.get_stream("HERMES_LOGS").await.expect("stream");
+    let mut messages = stream
+        .create_consumer(OrderedConfig::default())
+        .await
+        .expect("consumer")
+        .messages()
+        .await
+        .expect("messages");
+    let mut next: HashMap<String, u64> = HashMap::new();
+    let mut seen = 0u64;
+    let mut events = 0u64;
+    while seen < SINKS as u64 * LINES {
+        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("stream open")
+            .expect("message");
+        events += 1;
+        for line in decode_log(&msg.payload).expect("a log event") {
+            let expected = next.entry(line.build_id.to_string()).or_insert(1);
+            assert_eq!(line.line, *expected, "{}", line.build_id);
+            assert_eq!(
+                line.text,
+                format!("line {:>6} {}", line.line, "x".repeat(64))
+            );
+            *expected += 1;
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, SINKS as u64 * LINES);
+    assert!(next.values().all(|n| *n == LINES + 1), "{next:?}");
+    eprintln!("{seen} lines in {events} events");
 }

@@ -67,6 +67,9 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             .detail("producer_seconds", hermes.producer_secs)
             .detail("raw_seconds", raw.elapsed.as_secs_f64())
             .detail("raw_producer_seconds", raw.producer_secs)
+            .detail("messages", hermes.messages)
+            .detail("raw_messages", raw.messages)
+            .detail("raw_batched_messages", batched.messages)
             .detail(
                 "raw_batched_lines_per_s",
                 LINES as f64 / batched.elapsed.as_secs_f64(),
@@ -94,6 +97,8 @@ struct Side {
     rss_max: u64,
     rss_median: u64,
     rss_samples: usize,
+    /// JetStream messages that carried the lines.
+    messages: u64,
 }
 
 async fn create_raw_stream(nats: &Nats) -> anyhow::Result<()> {
@@ -178,6 +183,7 @@ async fn raw_side(
         rss_max: rss.0,
         rss_median: rss.1,
         rss_samples: rss.2,
+        messages: LINES.div_ceil(per_message),
     })
 }
 
@@ -191,17 +197,31 @@ async fn hermes_side(nats: &Nats, dir: &Path) -> anyhow::Result<Side> {
     let sampler = RssSampler::start(child.pid);
     let go = Instant::now();
     child.go().await?;
+    // Lines travel in runs (`log.lines`), so the stream holds fewer messages than lines: once
+    // the producer has every line stored, the read model is done when its checkpoint reaches the
+    // stream's last message.
+    let producer_secs = child.finish().await?;
+    let rss = sampler.stop().await;
+    let last = nats
+        .bus
+        .js
+        .get_stream(subjects::LOGS_STREAM)
+        .await
+        .context("the log stream")?
+        .info()
+        .await
+        .context("the log stream's state")?
+        .state
+        .last_sequence;
     let st = store.clone();
-    let done = support::wait_for(LIMIT, Duration::from_millis(5), "the read model", || {
+    let done = support::wait_for(LIMIT, Duration::from_millis(2), "the read model", || {
         let st = st.clone();
         async move {
             let at = st.checkpoint(subjects::LOGS_STREAM)?;
-            Ok((at >= LINES).then(Instant::now))
+            Ok((at >= last).then(Instant::now))
         }
     })
     .await?;
-    let producer_secs = child.finish().await?;
-    let rss = sampler.stop().await;
     shutdown.cancel();
     if let Err(e) = projector.await {
         tracing::debug!(error = %e, "Projector task ended.");
@@ -220,6 +240,7 @@ async fn hermes_side(nats: &Nats, dir: &Path) -> anyhow::Result<Side> {
         rss_max: rss.0,
         rss_median: rss.1,
         rss_samples: rss.2,
+        messages: last,
     })
 }
 

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 /// Lines longer than this are cut into pieces of this size.
 pub const MAX_LINE: usize = 64 * 1024;
 /// Events published and not yet acknowledged, per sink.
-const IN_FLIGHT: usize = 64;
+const IN_FLIGHT: usize = 16;
 /// Lines numbered and not yet published, per sink: the writer waits beyond this.
 const QUEUED: usize = 4096;
 

@@ -2,8 +2,10 @@
 //!
 //! The streams are filled first with 50,000 builds in 100 repositories, each `build.queued`,
 //! `build.started`, `build.finished` (150,000 build events on `HERMES_BUILDS`) and 17 log lines of
-//! 80 bytes (850,000 on `HERMES_LOGS`). Then a fresh store and projector fold both streams from
-//! sequence 0, timed until both checkpoints reach the streams' last sequences.
+//! 80 bytes (850,000 on `HERMES_LOGS`), each build's lines in one `log.lines` event as a runner
+//! publishes a burst of output. Then a fresh store and projector fold both streams from sequence
+//! 0, timed until both checkpoints reach the streams' last sequences. The same history with one
+//! `log.line` event per line is replayed too, as a detail.
 //!
 //! Yardstick: the rows that fold writes (each event's build row as JSON, the by-repository and
 //! by-sequence index rows of new builds, the log rows, one checkpoint per batch), computed before
@@ -81,7 +83,6 @@ pub fn event_json(i: u64, kind: &str, time: &str) -> serde_json::Value {
 
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let dir = support::scratch("replay")?;
-    let nats = Nats::start(dir.path()).await?;
     let time = "2026-01-01T00:00:00.123456Z";
 
     // The events, in publishing order.
@@ -93,10 +94,83 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             envelopes.push(e);
         }
     }
+    let events = BUILDS * 3 + BUILDS * LINES_PER_BUILD;
+    // As a runner publishes a build's burst of output: its lines in one `log.lines` run.
+    let runs = fold_once(&dir.path().join("runs"), &envelopes, time, LINES_PER_BUILD).await?;
+    // The same history with every line an event of its own (`log.line`).
+    let single = fold_once(&dir.path().join("single"), &envelopes, time, 1).await?;
+    let (elapsed, trace, publish_secs) = (runs.elapsed, runs.trace, runs.publish_secs);
+
+    // Raw: the same rows into a fresh redb, MAX_BATCH events per write transaction.
+    let path = dir.path().join("raw.redb");
+    // And once more in transactions of the size the projector was seen to commit, to tell the cost
+    // of its batch size from the rest.
+    let seen_batch =
+        (events as f64 / (trace.steps[0] + trace.steps[1]).max(1) as f64).round() as usize;
+    let path_seen = dir.path().join("raw-seen-batch.redb");
+    let (raw_elapsed, raw_seen_elapsed) = tokio::task::spawn_blocking(move || {
+        let a = raw_inserts(&path, &envelopes, MAX_BATCH)?;
+        let b = raw_inserts(&path_seen, &envelopes, seen_batch.max(1))?;
+        anyhow::Ok((a, b))
+    })
+    .await
+    .context("raw inserts")??;
+    let rate = events as f64 / elapsed.as_secs_f64();
+    let raw_rate = events as f64 / raw_elapsed.as_secs_f64();
+    Ok(vec![
+        Figure::new("replay.throughput", rate, "events/s")
+            .target(Target::AtLeast(200_000.0))
+            .raw(raw_rate)
+            .ratio_target(Target::AtLeast(0.5))
+            .detail("events", events)
+            .detail("build_events", BUILDS * 3)
+            .detail("log_lines", BUILDS * LINES_PER_BUILD)
+            .detail("seconds", elapsed.as_secs_f64())
+            .detail("raw_seconds", raw_elapsed.as_secs_f64())
+            .detail("raw_batch", MAX_BATCH)
+            .detail("raw_at_seen_batch_events_per_s", events as f64 / raw_seen_elapsed.as_secs_f64())
+            .detail("raw_at_seen_batch_batch", seen_batch)
+            .detail("publish_seconds", publish_secs)
+            .detail("log_messages", runs.log_messages)
+            .detail("log_lines_per_message", LINES_PER_BUILD)
+            .detail(
+                "single_line_messages_events_per_s",
+                events as f64 / single.elapsed.as_secs_f64(),
+            )
+            .detail("single_line_log_messages", single.log_messages)
+            .detail("builds_stream_done_seconds", trace.done[0].map(|d| d.as_secs_f64()))
+            .detail("logs_stream_done_seconds", trace.done[1].map(|d| d.as_secs_f64()))
+            .detail("builds_commits_seen", trace.steps[0])
+            .detail("logs_commits_seen", trace.steps[1])
+            .detail("builds_mean_events_per_commit_seen", trace.mean_step(0, BUILDS * 3))
+            .detail("logs_mean_messages_per_commit_seen", trace.mean_step(1, runs.log_messages))
+            .detail(
+                "method",
+                "50,000 builds in 100 repositories (queued, started, finished) and 17 log lines of 80 bytes each, 1,000,000 events; each build's lines in one log.lines event as a runner publishes a burst (single_line_*: the same with one log.line event a line); a fresh projector folds from sequence 0 until both checkpoints reach the last sequences; raw: the rows that fold writes, precomputed, inserted into a fresh redb in transactions of MAX_BATCH events",
+            ),
+    ])
+}
+
+/// One replay: a fresh `nats-server` under `dir`, the streams filled (log lines `per_message`
+/// to an event), then a fresh read model folding both from sequence 0.
+struct Folded {
+    elapsed: Duration,
+    publish_secs: f64,
+    trace: Trace,
+    log_messages: u64,
+}
+
+async fn fold_once(
+    dir: &Path,
+    envelopes: &[Envelope],
+    time: &'static str,
+    per_message: u64,
+) -> anyhow::Result<Folded> {
+    let nats = Nats::start(dir).await?;
     let publish_start = Instant::now();
     let (b1, b2) = (nats.bus.clone(), nats.bus.clone());
     let builds_pub = {
-        let envelopes = envelopes.clone();
+        let envelopes = envelopes.to_vec();
         tokio::spawn(async move {
             publish_all(
                 &b1,
@@ -113,19 +187,37 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         publish_all(
             &b2,
             (0..BUILDS)
-                .flat_map(move |i| (1..=LINES_PER_BUILD).map(move |l| (i, l)))
-                .map(move |(i, l)| {
-                    log_text(i, l, &mut text);
-                    let v = json!({
-                        "type": "log.line", "version": 1, "time": time,
-                        "build_id": build_id(i), "repo": repo(i), "attempt": 1,
-                        "line": l, "stream": "stdout", "text": text,
-                    });
+                .flat_map(move |i| {
+                    (0..LINES_PER_BUILD.div_ceil(per_message))
+                        .map(move |r| (i, r * per_message + 1))
+                })
+                .map(move |(i, first)| {
+                    let last = (first + per_message - 1).min(LINES_PER_BUILD);
+                    let v = if per_message == 1 {
+                        log_text(i, first, &mut text);
+                        json!({
+                            "type": "log.line", "version": 1, "time": time,
+                            "build_id": build_id(i), "repo": repo(i), "attempt": 1,
+                            "line": first, "stream": "stdout", "text": text,
+                        })
+                    } else {
+                        let lines: Vec<_> = (first..=last)
+                            .map(|l| {
+                                log_text(i, l, &mut text);
+                                json!({"time": time, "stream": "stdout", "text": text})
+                            })
+                            .collect();
+                        json!({
+                            "type": "log.lines", "version": 1,
+                            "build_id": build_id(i), "repo": repo(i), "attempt": 1,
+                            "first_line": first, "lines": lines,
+                        })
+                    };
                     let repo = hermes_schemas::RepoName::parse(&repo(i)).expect("valid repo");
                     let build = hermes_schemas::BuildId::parse(&build_id(i)).expect("valid id");
                     (
                         subjects::log(&repo, &build),
-                        format!("{}.1.log.{l}", build_id(i)),
+                        format!("{}.1.log.{first}", build_id(i)),
                         v.to_string().into_bytes(),
                     )
                 }),
@@ -136,13 +228,12 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let last_logs = logs_pub.await.context("publishing logs")??;
     let publish_secs = publish_start.elapsed().as_secs_f64();
     eprintln!(
-        "hermes bench:   replay: published {} events in {publish_secs:.1} s",
+        "hermes bench:   replay: published {} events ({per_message} log lines a message) in {publish_secs:.1} s",
         BUILDS * 3 + BUILDS * LINES_PER_BUILD
     );
-    let events = BUILDS * 3 + BUILDS * LINES_PER_BUILD;
 
     // Hermes: a fresh read model folds both streams from the start.
-    let store = hermes_projector::Store::open(&dir.path().join("replay.redb"))
+    let store = hermes_projector::Store::open(&dir.join("replay.redb"))
         .context("opening the read model")?;
     let shutdown = CancellationToken::new();
     let start = Instant::now();
@@ -182,49 +273,19 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         "the last build folded to {:?}",
         check.status
     );
+    let log = store.log(&build_id(BUILDS - 1))?;
+    anyhow::ensure!(
+        log.lines().count() as u64 == LINES_PER_BUILD,
+        "the last build's log holds {} lines",
+        log.lines().count()
+    );
     nats.stop().await;
-
-    // Raw: the same rows into a fresh redb, MAX_BATCH events per write transaction.
-    let path = dir.path().join("raw.redb");
-    // And once more in transactions of the size the projector was seen to commit, to tell the cost
-    // of its batch size from the rest.
-    let seen_batch =
-        (events as f64 / (trace.steps[0] + trace.steps[1]).max(1) as f64).round() as usize;
-    let path_seen = dir.path().join("raw-seen-batch.redb");
-    let (raw_elapsed, raw_seen_elapsed) = tokio::task::spawn_blocking(move || {
-        let a = raw_inserts(&path, &envelopes, MAX_BATCH)?;
-        let b = raw_inserts(&path_seen, &envelopes, seen_batch.max(1))?;
-        anyhow::Ok((a, b))
+    Ok(Folded {
+        elapsed,
+        publish_secs,
+        trace,
+        log_messages: last_logs,
     })
-    .await
-    .context("raw inserts")??;
-    let rate = events as f64 / elapsed.as_secs_f64();
-    let raw_rate = events as f64 / raw_elapsed.as_secs_f64();
-    Ok(vec![
-        Figure::new("replay.throughput", rate, "events/s")
-            .target(Target::AtLeast(200_000.0))
-            .raw(raw_rate)
-            .ratio_target(Target::AtLeast(0.5))
-            .detail("events", events)
-            .detail("build_events", BUILDS * 3)
-            .detail("log_lines", BUILDS * LINES_PER_BUILD)
-            .detail("seconds", elapsed.as_secs_f64())
-            .detail("raw_seconds", raw_elapsed.as_secs_f64())
-            .detail("raw_batch", MAX_BATCH)
-            .detail("raw_at_seen_batch_events_per_s", events as f64 / raw_seen_elapsed.as_secs_f64())
-            .detail("raw_at_seen_batch_batch", seen_batch)
-            .detail("publish_seconds", publish_secs)
-            .detail("builds_stream_done_seconds", trace.done[0].map(|d| d.as_secs_f64()))
-            .detail("logs_stream_done_seconds", trace.done[1].map(|d| d.as_secs_f64()))
-            .detail("builds_commits_seen", trace.steps[0])
-            .detail("logs_commits_seen", trace.steps[1])
-            .detail("builds_mean_events_per_commit_seen", trace.mean_step(0, last_builds))
-            .detail("logs_mean_events_per_commit_seen", trace.mean_step(1, last_logs))
-            .detail(
-                "method",
-                "50,000 builds in 100 repositories (queued, started, finished) and 17 log lines of 80 bytes each, 1,000,000 events; a fresh projector folds from sequence 0 until both checkpoints reach the last sequences; raw: the rows that fold writes, precomputed, inserted into a fresh redb in transactions of MAX_BATCH events",
-            ),
-    ])
 }
 
 /// What polling the checkpoints saw. Commits closer together than the polling interval count as

@@ -307,6 +307,8 @@ pub enum LogDecodeError {
     Missing(String, &'static str),
     #[error("unknown log event type {0:?}")]
     UnknownType(String),
+    #[error("{1} lines from number {0} do not fit line numbers 1..=2^64-1")]
+    LineNumbers(u64, u64),
 }
 
 /// The lines of a message on a log subject, a [`LogLine`] or a [`LogLines`] event.
@@ -339,7 +341,13 @@ impl AnyLog {
                 kind: LogLineType::LogLine,
                 version: 1,
                 time: any.time.ok_or_else(|| missing("time"))?,
-                line: any.line.ok_or_else(|| missing("line"))?,
+                line: any
+                    .line
+                    .ok_or_else(|| missing("line"))
+                    .and_then(|n| match n {
+                        0 => Err(LogDecodeError::LineNumbers(0, 1)),
+                        n => Ok(n),
+                    })?,
                 stream: any.stream.ok_or_else(|| missing("stream"))?,
                 text: any.text.clone().ok_or_else(|| missing("text"))?,
                 build_id: any.build_id,
@@ -349,6 +357,11 @@ impl AnyLog {
             "log.lines" => {
                 let first_line = any.first_line.ok_or_else(|| missing("first_line"))?;
                 let lines = any.lines.ok_or_else(|| missing("lines"))?;
+                // Numbers run from 1 and the last one must exist.
+                let count = lines.len() as u64;
+                if first_line == 0 || first_line.checked_add(count.saturating_sub(1)).is_none() {
+                    return Err(LogDecodeError::LineNumbers(first_line, count));
+                }
                 Ok(LogLines {
                     kind: LogLinesType::LogLines,
                     version: 1,
@@ -429,5 +442,21 @@ mod log_tests {
                 .expect_err("not a log");
         assert!(err.to_string().contains("build.queued"), "{err}");
         assert!(decode_log(b"not json").is_err());
+        // Numbers that do not exist are refused, not wrapped (or a panic with overflow checks).
+        let max = u64::MAX;
+        let err = decode_log(
+            format!(r#"{{"type":"log.lines","build_id":"b1","repo":"o/r","attempt":1,"first_line":{max},"lines":[{{"time":"2026-01-01T00:00:00Z","stream":"stdout","text":"a"}},{{"time":"2026-01-01T00:00:00Z","stream":"stdout","text":"b"}}]}}"#)
+                .as_bytes(),
+        )
+        .expect_err("past the last number");
+        assert!(err.to_string().contains("line numbers"), "{err}");
+        assert!(
+            decode_log(br#"{"type":"log.lines","build_id":"b1","repo":"o/r","attempt":1,"first_line":0,"lines":[]}"#)
+                .is_err()
+        );
+        assert!(
+            decode_log(br#"{"type":"log.line","time":"2026-01-01T00:00:00Z","build_id":"b1","repo":"o/r","attempt":1,"line":0,"stream":"stdout","text":""}"#)
+                .is_err()
+        );
     }
 }

@@ -6,7 +6,7 @@
 #   fuzz/run.sh webhook_decide 600            # ten minutes
 #   fuzz/run.sh hermes_yaml 0                 # no fuzzing: replay the seeds and regressions only
 #
-# Targets: webhook_decide, webhook_form, hermes_yaml (`cargo fuzz list`). The corpus grows in
+# Targets: webhook_decide, webhook_form, hermes_yaml, log_decode (`cargo fuzz list`). The corpus grows in
 # fuzz/corpus/<target>/ and crashes land in fuzz/artifacts/<target>/; both are ignored by git.
 # A crash worth keeping goes to fuzz/regressions/<target>/ (see README.md).
 #

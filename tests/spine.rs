@@ -169,16 +169,22 @@ fn the_same_delivery_twice_is_one_build() {
         ("Dockerfile", "FROM hermes-test-base:latest\n"),
     ]);
     let body = push_for(&repo);
-    assert_eq!(hermes.deliver("push", "d-dup", &body).status(), 202);
+    let first = hermes.deliver("push", "d-dup", &body);
+    let status = first.status();
+    assert_eq!(status, 202, "{:?}\n{}", first.text(), hermes.logs());
     let again = hermes.deliver("push", "d-dup", &body);
-    assert!(again.status().is_success(), "{}", again.status());
+    let status = again.status();
+    assert!(status.is_success(), "{status}: {:?}", again.text());
     hermes.wait_final(REPO, 1);
     wait_for(Duration::from_secs(30), "scheduler idle", || {
         nats.scheduler_idle().then_some(())
     });
-    assert_eq!(hermes.builds(REPO).len(), 1);
+    let builds = hermes.builds(REPO);
+    assert_eq!(builds.len(), 1, "{builds:#?}\n{}", hermes.logs());
     // A different delivery of the same push is a second build, numbered 2.
-    assert_eq!(hermes.deliver("push", "d-other", &body).status(), 202);
+    let other = hermes.deliver("push", "d-other", &body);
+    let status = other.status();
+    assert_eq!(status, 202, "{:?}\n{}", other.text(), hermes.logs());
     assert_eq!(hermes.wait_final(REPO, 2)["commit"], repo.sha.as_str());
 }
 

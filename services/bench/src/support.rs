@@ -240,6 +240,10 @@ where
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             };
+            // As `hermes up` serves: no Nagle delay on answers and live-log events.
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set.");
+            }
             let svc = TowerToHyperService::new(service.clone());
             let stop = shutdown.clone();
             tokio::spawn(async move {

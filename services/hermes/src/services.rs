@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use hermes_nats::Bus;
 use hermes_nats::server::NatsServer;
 use tokio::task::JoinSet;
@@ -166,6 +167,13 @@ async fn serve(listen: SocketAddr, app: Router, shutdown: CancellationToken) -> 
     let addr = listener.local_addr().context("local address")?;
     tracing::info!(%addr, "Listening on http://{addr}.");
     let app = app.layer(tower_http::trace::TraceLayer::new_for_http());
+    // No Nagle delay on answers and live-log events (ingest: 0.45-0.49 of raw JetStream without
+    // it, 0.53-0.55 with it; BENCHMARKS.md).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set.");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -167,8 +167,7 @@ async fn serve(listen: SocketAddr, app: Router, shutdown: CancellationToken) -> 
     let addr = listener.local_addr().context("local address")?;
     tracing::info!(%addr, "Listening on http://{addr}.");
     let app = app.layer(tower_http::trace::TraceLayer::new_for_http());
-    // No Nagle delay on answers and live-log events (ingest: 0.45-0.49 of raw JetStream without
-    // it, 0.53-0.55 with it; BENCHMARKS.md).
+    // No Nagle delay on answers and live-log events.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set.");

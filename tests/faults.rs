@@ -343,18 +343,11 @@ fn a_build_shares_no_image_with_another() {
     let log = c.core.log_of(&id);
     assert_eq!(done["status"], "succeeded", "{log}");
     assert!(!log.contains("Using cache"), "{log}");
-    let kept = Command::new("docker")
-        .args(["images", "-q", &other])
-        .output()
-        .expect("docker images");
     assert!(
-        !String::from_utf8_lossy(&kept.stdout).trim().is_empty(),
+        image_exists(&other),
         "the image someone else built is still there"
     );
-    Command::new("docker")
-        .args(["rmi", "-f", &other])
-        .output()
-        .ok();
+    remove_image(&other);
 }
 
 #[test]
@@ -709,24 +702,24 @@ fn a_started_runner_removes_what_its_dead_predecessor_left() {
         &[("HERMES_RUNNER_NAME", "runner-x")],
     );
     assert!(!junk.exists(), "the dead runner's work dir is gone");
+    assert!(!image_exists(&tag), "the dead runner's image is gone");
+    assert!(image_exists(&other), "another runner's image is kept");
+    remove_image(&other);
+}
+
+/// Whether the engine has an image named `reference`.
+fn image_exists(reference: &str) -> bool {
     let images = Command::new("docker")
-        .args(["images", "-q", &tag])
+        .args(["images", "-q", reference])
         .output()
         .expect("docker images");
-    assert!(
-        String::from_utf8_lossy(&images.stdout).trim().is_empty(),
-        "the dead runner's image is gone"
-    );
-    let kept = Command::new("docker")
-        .args(["images", "-q", &other])
-        .output()
-        .expect("docker images");
-    assert!(
-        !String::from_utf8_lossy(&kept.stdout).trim().is_empty(),
-        "another runner's image is kept"
-    );
+    !String::from_utf8_lossy(&images.stdout).trim().is_empty()
+}
+
+/// Removes the image `reference` (a test's own), if it is there.
+fn remove_image(reference: &str) {
     Command::new("docker")
-        .args(["rmi", "-f", &other])
+        .args(["rmi", "-f", reference])
         .output()
         .ok();
 }

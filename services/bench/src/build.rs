@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
-use hyper::StatusCode;
 use tokio::process::Command;
 
 use crate::support::{self, Delivery, GitRepo, Hermes, Http};
@@ -31,15 +30,9 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         factor: 1.10,
         plus: 0.5,
     };
-    if !support::docker_available().await {
-        return Ok(vec![Figure::skipped(
-            "build.overhead",
-            "s",
-            Some(target),
-            "the Docker engine is not reachable".into(),
-        )]);
+    if let Some(skipped) = support::skipped_without_docker("build.overhead", "s", target).await? {
+        return Ok(vec![skipped]);
     }
-    support::base_image().await?;
     let dir = support::scratch("build")?;
     let hermes = Hermes::start(dir.path(), vec!["file://".into()]).await?;
     let result = rounds(&hermes, dir.path()).await;
@@ -142,15 +135,8 @@ async fn hermes_build(
         .context("subscribing to the build's log")?;
     let sent = support::now_us();
     let start = Instant::now();
-    let (status, body) = http
-        .call(http.delivery("push", &delivery_id, &delivery))
+    http.deliver_accepted("push", &delivery_id, &delivery)
         .await?;
-    if status != StatusCode::ACCEPTED {
-        bail!(
-            "delivery answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
     let build = hermes.wait_final(&id, Duration::from_secs(300)).await?;
     let secs = start.elapsed().as_secs_f64();
     let mut timeline: Timeline = vec![(0, "delivery sent".into())];

@@ -11,11 +11,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures::StreamExt;
 use hermes_nats::jetstream::{consumer, stream};
 use hermes_schemas::{BuildEvent, Envelope, subjects};
-use hyper::StatusCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{self, Delivery, Http, Nats, Percentiles};
@@ -63,15 +62,8 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             &delivery_id,
         ));
         let sent = support::now_us();
-        let (status, body) = http
-            .call(http.delivery("push", &delivery_id, &delivery))
+        http.deliver_accepted("push", &delivery_id, &delivery)
             .await?;
-        if status != StatusCode::ACCEPTED {
-            bail!(
-                "delivery answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
-        }
         let mut held = None;
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {

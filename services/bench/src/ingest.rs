@@ -82,7 +82,9 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         if with_wrk {
             hermes.add_wrk(wrk_load(addr, &script, ROUND, &format!("r{round}")).await?);
         } else {
-            hermes.add_load(http_load(addr, delivery.clone(), ROUND, format!("r{round}")).await?);
+            hermes
+                .load
+                .add(http_load(addr, delivery.clone(), ROUND, format!("r{round}")).await?);
         }
     }
     // What the stream holds beyond the warm-up and the raw side: the deliveries Hermes recorded.
@@ -109,14 +111,14 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     );
     let (p50, p90, p99) = hermes.percentiles_ms()?;
     Ok(vec![
-        Figure::new("ingest.throughput", hermes.rate(), "deliveries/s")
+        Figure::new("ingest.throughput", hermes.load.rate(), "deliveries/s")
             .target(Target::AtLeast(5000.0))
             .raw(raw.rate())
             .ratio_target(Target::AtLeast(0.5))
-            .detail("accepted", hermes.ok)
+            .detail("accepted", hermes.load.ok)
             .detail("recorded_in_stream", recorded_by_hermes)
-            .detail("errors", hermes.errors)
-            .detail("first_error", hermes.first_error.clone())
+            .detail("errors", hermes.load.errors)
+            .detail("first_error", hermes.load.first_error.clone())
             .detail("raw_errors", raw.errors)
             .detail("method", method),
         Figure::new("ingest.p99", p99, "ms")
@@ -133,45 +135,29 @@ const WRK_THREADS: u32 = 2;
 /// The Hermes side's figures, from `wrk` rounds or the in-process client.
 #[derive(Default)]
 struct Hermes {
-    ok: u64,
-    errors: u64,
-    elapsed: Duration,
-    first_error: Option<String>,
-    /// In-process client: every latency.
-    latencies: Vec<Duration>,
+    /// Counts and time; with the in-process client also every latency.
+    load: Load,
     /// `wrk`: each round's (p50, p90, p99) in ms.
     rounds: Vec<(f64, f64, f64)>,
 }
 
 impl Hermes {
-    fn add_load(&mut self, l: Load) {
-        self.ok += l.ok;
-        self.errors += l.errors;
-        self.elapsed += l.elapsed;
-        self.latencies.extend(l.latencies);
-        if self.first_error.is_none() {
-            self.first_error = l.first_error;
-        }
-    }
-
     fn add_wrk(&mut self, (w, elapsed): (crate::query::Wrk, Duration)) {
-        self.ok += w.requests - w.non_2xx;
-        self.errors += w.non_2xx;
-        self.elapsed += elapsed;
-        if self.first_error.is_none() && (w.non_2xx > 0 || !w.socket_errors.is_empty()) {
-            self.first_error = Some(format!("{} non-2xx; {}", w.non_2xx, w.socket_errors));
-        }
+        self.load.add(Load {
+            ok: w.requests - w.non_2xx,
+            errors: w.non_2xx,
+            elapsed,
+            latencies: Vec::new(),
+            first_error: (w.non_2xx > 0 || !w.socket_errors.is_empty())
+                .then(|| format!("{} non-2xx; {}", w.non_2xx, w.socket_errors)),
+        });
         self.rounds.push((w.p50_ms, w.p90_ms, w.p99_ms));
-    }
-
-    fn rate(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     /// (p50, p90, p99) in ms: of every sample, or the worst `wrk` round's.
     fn percentiles_ms(&mut self) -> anyhow::Result<(f64, f64, f64)> {
         if self.rounds.is_empty() {
-            let p = Percentiles::of(&mut self.latencies).context("no Hermes samples")?;
+            let p = Percentiles::of(&mut self.load.latencies).context("no Hermes samples")?;
             return Ok((support::ms(p.p50), support::ms(p.p90), support::ms(p.p99)));
         }
         let worst =
@@ -182,15 +168,8 @@ impl Hermes {
 
 /// Messages in `HERMES_WEBHOOKS`.
 async fn recorded(bus: &Bus) -> anyhow::Result<u64> {
-    Ok(bus
-        .js
-        .get_stream(subjects::WEBHOOKS_STREAM)
-        .await
-        .context("the webhook stream")?
-        .info()
-        .await
-        .context("the webhook stream's state")?
-        .state
+    Ok(support::stream_state(bus, subjects::WEBHOOKS_STREAM)
+        .await?
         .messages)
 }
 

@@ -31,15 +31,9 @@ pub fn dockerfile() -> String {
 
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let target = Target::AtMost(250.0);
-    if !support::docker_available().await {
-        return Ok(vec![Figure::skipped(
-            "live_tail.p99",
-            "ms",
-            Some(target),
-            "the Docker engine is not reachable".into(),
-        )]);
+    if let Some(skipped) = support::skipped_without_docker("live_tail.p99", "ms", target).await? {
+        return Ok(vec![skipped]);
     }
-    support::base_image().await?;
     let dir = support::scratch("live-tail")?;
     let hermes = Hermes::start(dir.path(), vec!["file://".into()]).await?;
     let result = tail(&hermes, dir.path()).await;
@@ -92,15 +86,8 @@ async fn tail(hermes: &Hermes, dir: &std::path::Path) -> anyhow::Result<Tail> {
     let delivery_id = format!("tail-{}", support::now_us());
     let id = support::build_id_of(&delivery_id);
     let mut http = Http::connect(hermes.addr).await?;
-    let (status, body) = http
-        .call(http.delivery("push", &delivery_id, &delivery))
+    http.deliver_accepted("push", &delivery_id, &delivery)
         .await?;
-    if status != StatusCode::ACCEPTED {
-        bail!(
-            "delivery answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
     // The stream of a build the read model knows.
     support::wait_for(
         LIMIT,

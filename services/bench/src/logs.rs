@@ -202,16 +202,8 @@ async fn hermes_side(nats: &Nats, dir: &Path) -> anyhow::Result<Side> {
     // stream's last message.
     let producer_secs = child.finish().await?;
     let rss = sampler.stop().await;
-    let last = nats
-        .bus
-        .js
-        .get_stream(subjects::LOGS_STREAM)
-        .await
-        .context("the log stream")?
-        .info()
-        .await
-        .context("the log stream's state")?
-        .state
+    let last = support::stream_state(&nats.bus, subjects::LOGS_STREAM)
+        .await?
         .last_sequence;
     let st = store.clone();
     let done = support::wait_for(LIMIT, Duration::from_millis(2), "the read model", || {

@@ -331,6 +331,23 @@ impl Http {
         self.send(req).await
     }
 
+    /// Posts a signed delivery and requires the gateway's 202.
+    pub async fn deliver_accepted(
+        &mut self,
+        event: &str,
+        delivery_id: &str,
+        body: &Delivery,
+    ) -> anyhow::Result<()> {
+        let (status, answer) = self.call(self.delivery(event, delivery_id, body)).await?;
+        if status != StatusCode::ACCEPTED {
+            anyhow::bail!(
+                "delivery answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        Ok(())
+    }
+
     /// A signed GitHub delivery of `event` with `body`, as GitHub sends it.
     pub fn delivery(&self, event: &str, delivery: &str, body: &Delivery) -> Request<Full<Bytes>> {
         self.request("POST", "/webhooks/github")
@@ -505,6 +522,42 @@ pub async fn docker_available() -> bool {
     run("docker", &["info", "--format", "{{.ServerVersion}}"], None)
         .await
         .is_ok()
+}
+
+/// The state (message count, sequences) of the stream `name`.
+pub async fn stream_state(
+    bus: &Bus,
+    name: &str,
+) -> anyhow::Result<hermes_nats::jetstream::stream::State> {
+    Ok(bus
+        .js
+        .get_stream(name)
+        .await
+        .with_context(|| format!("the stream {name}"))?
+        .info()
+        .await
+        .with_context(|| format!("the state of the stream {name}"))?
+        .state
+        .clone())
+}
+
+/// For a scenario that needs Docker: its figure marked skipped when the engine is not reachable,
+/// else `None` once [`BASE_IMAGE`] is there.
+pub async fn skipped_without_docker(
+    scenario: &str,
+    unit: &str,
+    target: crate::Target,
+) -> anyhow::Result<Option<crate::Figure>> {
+    if !docker_available().await {
+        return Ok(Some(crate::Figure::skipped(
+            scenario,
+            unit,
+            Some(target),
+            "the Docker engine is not reachable".into(),
+        )));
+    }
+    base_image().await?;
+    Ok(None)
 }
 
 /// Makes [`BASE_IMAGE`] once: `docker import` of a root filesystem holding Debian's static busybox

@@ -2,27 +2,17 @@
 //! the build is looked up, and both commands answer alike. NATS is out of reach (port 1), so a
 //! request that passes every check ends at 503.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use hermes_gateway::{GatewayState, Secret, router};
 use tower::ServiceExt;
 
 const TOKEN: &str = "let-me-in";
 /// A well-formed build id (the scheduler never heard of it; NATS is unreachable anyway).
 const BUILD: &str = "0123456789abcdef";
 
-async fn gateway(api_token: Option<&str>) -> axum::Router {
-    let bus = hermes_nats::Bus::connect("nats://127.0.0.1:1", "test")
-        .await
-        .expect("client");
-    router(GatewayState {
-        bus,
-        secret: Arc::new(Secret::new("webhook secret")),
-        api_token: api_token.map(|t| Arc::new(Secret::new(t))),
-    })
-}
+mod common;
+
+use common::unreachable_gateway as gateway;
 
 /// The status and the `error` code of `POST /api/builds/{id}/{command}`.
 async fn post(

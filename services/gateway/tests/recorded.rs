@@ -3,7 +3,6 @@
 //! body byte for byte under `Nats-Msg-Id: <hook id>:<delivery id>`, and the same delivery again is
 //! a 200 duplicate.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,18 +14,12 @@ use hermes_nats::server::NatsServer;
 use hermes_schemas::{subjects, webhook as wh};
 use tower::ServiceExt;
 
-const SECRET: &str = "It's a Secret to Everybody";
+mod common;
+
+use common::{SECRET, fixture};
+
 const DELIVERY: &str = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
 const HOOK: &str = "292430182";
-
-fn fixture(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("HERMES_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/github")
-        });
-    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
 
 fn delivery(body: &[u8]) -> Request<Body> {
     Request::post("/webhooks/github")

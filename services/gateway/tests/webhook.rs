@@ -1,36 +1,14 @@
 //! `router().oneshot` with the recorded GitHub payloads: every refusal happens before NATS is
 //! touched, and with NATS out of reach a valid delivery is a 503, never a 2xx.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use hermes_gateway::{GatewayState, Secret, router, signature};
+use hermes_gateway::{Secret, signature};
 use tower::ServiceExt;
 
-const SECRET: &str = "It's a Secret to Everybody";
+mod common;
 
-fn fixture(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("HERMES_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/github")
-        });
-    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
-
-/// A gateway whose NATS is not reachable (port 1 on loopback).
-async fn gateway() -> axum::Router {
-    let bus = hermes_nats::Bus::connect("nats://127.0.0.1:1", "test")
-        .await
-        .expect("client");
-    router(GatewayState {
-        bus,
-        secret: Arc::new(Secret::new(SECRET)),
-        api_token: None,
-    })
-}
+use common::{SECRET, fixture};
 
 fn request(
     event: Option<&str>,
@@ -52,7 +30,11 @@ fn request(
 }
 
 async fn status_and_message(req: Request<Body>) -> (StatusCode, String) {
-    let resp = gateway().await.oneshot(req).await.expect("response");
+    let resp = common::unreachable_gateway(None)
+        .await
+        .oneshot(req)
+        .await
+        .expect("response");
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
         .await
@@ -60,6 +42,12 @@ async fn status_and_message(req: Request<Body>) -> (StatusCode, String) {
     let v: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON error body");
     assert!(v["error"].is_string(), "{v}");
     (status, v["message"].as_str().unwrap_or_default().to_owned())
+}
+
+/// A JSON delivery of `event`, signed over `body`.
+fn signed_json(event: &str, body: Vec<u8>) -> Request<Body> {
+    let signature = signed(&body);
+    request(Some(event), "application/json", body, signature)
 }
 
 fn signed(body: &[u8]) -> Option<String> {
@@ -113,24 +101,12 @@ async fn missing_headers_and_malformed_json_are_400() {
     assert!(m.contains("X-GitHub-Event"), "{m}");
 
     let truncated = body[..body.len() / 2].to_vec();
-    let (s, m) = status_and_message(request(
-        Some("push"),
-        "application/json",
-        truncated.clone(),
-        signed(&truncated),
-    ))
-    .await;
+    let (s, m) = status_and_message(signed_json("push", truncated)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(m.contains("not valid JSON"), "{m}");
 
     let invalid_utf8 = b"{\"zen\": \"\xff\xfe\"}".to_vec();
-    let (s, _) = status_and_message(request(
-        Some("ping"),
-        "application/json",
-        invalid_utf8.clone(),
-        signed(&invalid_utf8),
-    ))
-    .await;
+    let (s, _) = status_and_message(signed_json("ping", invalid_utf8)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
@@ -141,26 +117,14 @@ async fn fields_of_the_wrong_type_or_unsafe_values_are_400_naming_them() {
     let wrong_type = text
         .replacen("\"ref\": \"refs/heads/master\"", "\"ref\": 42", 1)
         .into_bytes();
-    let (s, m) = status_and_message(request(
-        Some("push"),
-        "application/json",
-        wrong_type.clone(),
-        signed(&wrong_type),
-    ))
-    .await;
+    let (s, m) = status_and_message(signed_json("push", wrong_type)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(m.contains("invalid type"), "{m}");
 
     let traversal = text
         .replace("Codertocat/Hello-World\"", "../../etc\"")
         .into_bytes();
-    let (s, m) = status_and_message(request(
-        Some("push"),
-        "application/json",
-        traversal.clone(),
-        signed(&traversal),
-    ))
-    .await;
+    let (s, m) = status_and_message(signed_json("push", traversal)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(m.contains("repository.full_name"), "{m}");
 }
@@ -168,26 +132,14 @@ async fn fields_of_the_wrong_type_or_unsafe_values_are_400_naming_them() {
 #[tokio::test]
 async fn body_over_25_mib_is_413() {
     let body = vec![b' '; 25 * 1024 * 1024 + 1];
-    let (s, _) = status_and_message(request(
-        Some("push"),
-        "application/json",
-        body.clone(),
-        signed(&body),
-    ))
-    .await;
+    let (s, _) = status_and_message(signed_json("push", body)).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]
 async fn a_valid_delivery_with_nats_unreachable_is_503() {
     let body = fixture("push/with-new-branch.payload.json");
-    let (s, _) = status_and_message(request(
-        Some("push"),
-        "application/json",
-        body.clone(),
-        signed(&body),
-    ))
-    .await;
+    let (s, _) = status_and_message(signed_json("push", body)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -225,13 +177,7 @@ async fn a_push_that_is_not_an_object_is_400() {
     let array =
         format!(r#"["refs/heads/main", "{sha}", false, ["o/r", "https://github.com/o/r.git"]]"#)
             .into_bytes();
-    let (s, m) = status_and_message(request(
-        Some("push"),
-        "application/json",
-        array.clone(),
-        signed(&array),
-    ))
-    .await;
+    let (s, m) = status_and_message(signed_json("push", array)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(m.contains("not a JSON object"), "{m}");
 
@@ -260,24 +206,12 @@ async fn malformed_json_in_an_unread_field_of_a_push_is_400() {
     let unfinished = text.replacen("\"Update README\"", "[1, 2", 1).into_bytes();
     let trailing = format!("{text} {{}}").into_bytes();
     for body in [not_utf8, unfinished, trailing] {
-        let (s, m) = status_and_message(request(
-            Some("push"),
-            "application/json",
-            body.clone(),
-            signed(&body),
-        ))
-        .await;
+        let (s, m) = status_and_message(signed_json("push", body)).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert!(m.contains("not valid JSON"), "{m}");
     }
     // The untouched fixture passes every check (and meets the unreachable event log).
     let body = text.into_bytes();
-    let (s, _) = status_and_message(request(
-        Some("push"),
-        "application/json",
-        body.clone(),
-        signed(&body),
-    ))
-    .await;
+    let (s, _) = status_and_message(signed_json("push", body)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
 }

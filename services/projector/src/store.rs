@@ -401,32 +401,7 @@ mod tests {
     fn a_page_is_the_stored_builds_newest_first() {
         let dir = tempfile_dir();
         let store = Store::open(&dir.join("m.redb")).expect("open");
-        let repo = RepoName::parse("o/r").expect("valid");
-        let events: Vec<(u64, Envelope)> = (1..=3)
-            .map(|n| {
-                let q = Queued {
-                    number: n,
-                    trigger: TriggerEvent::Push,
-                    git_ref: "refs/heads/main".into(),
-                    commit: CommitSha::parse(&"a".repeat(40)).expect("sha"),
-                    clone_url: "file:///r".into(),
-                    pull_request: None,
-                    delivery: None,
-                    restarted_from: None,
-                };
-                let id = BuildId::parse(&format!("b{n}")).expect("id");
-                (
-                    n,
-                    Envelope::new(
-                        id,
-                        repo.clone(),
-                        0,
-                        time::OffsetDateTime::UNIX_EPOCH,
-                        BuildEvent::Queued(q),
-                    ),
-                )
-            })
-            .collect();
+        let events: Vec<(u64, Envelope)> = (1..=3).map(|n| (n, queued(n, "o/r"))).collect();
         store.apply_builds("S", &events).expect("apply");
         let page = |r: Option<&str>| -> Vec<Build> {
             serde_json::from_slice(&store.list_json(r, 2).expect("raw")).expect("a JSON array")

@@ -1,10 +1,12 @@
 //! A NATS connection with its JetStream context, and publishing that waits for the stream's ack.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::{HeaderMap, connection::State};
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
 /// Failures talking to NATS, by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,8 @@ pub enum BusError {
 pub struct Bus {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
+    /// The task behind [`Bus::publish_batched`], shared by every clone, started on first use.
+    batcher: Arc<OnceLock<mpsc::Sender<crate::batch::Job>>>,
 }
 
 /// What JetStream said about a published message.
@@ -53,7 +57,11 @@ impl Bus {
             .max_ack_inflight(4096)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        Ok(Self { client, js })
+        Ok(Self {
+            client,
+            js,
+            batcher: Default::default(),
+        })
     }
 
     /// Waits until the connection is up, at most `within`.
@@ -98,16 +106,9 @@ impl Bus {
         headers: Option<HeaderMap>,
         payload: Bytes,
     ) -> Result<impl Future<Output = Result<Published, BusError>> + use<>, BusError> {
-        // The caller's map as it is, plus the id: no copy of each header into a new map.
-        let publish = match headers {
-            Some(h) => PublishMessage::build().headers(h),
-            None => PublishMessage::build(),
-        }
-        .payload(payload)
-        .message_id(id);
         let fut = self
             .js
-            .send_publish(subject, publish)
+            .send_publish(subject, message(id, headers, payload))
             .await
             .map_err(classify)?;
         Ok(async move {
@@ -117,6 +118,23 @@ impl Bus {
                 duplicate: ack.duplicate,
             })
         })
+    }
+
+    /// Like [`Bus::publish`], for callers that publish from many tasks at once (the webhook
+    /// handlers): the publish goes through one task that hands what is waiting to the connection
+    /// together (the `batch` module says why and what it measured). Messages keep the order in
+    /// which they were queued. The task starts with the first call, on its runtime.
+    pub async fn publish_batched(
+        &self,
+        subject: String,
+        id: &str,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+    ) -> Result<Published, BusError> {
+        let tx = self
+            .batcher
+            .get_or_init(|| crate::batch::start(self.js.clone()));
+        crate::batch::publish(tx, subject, id, headers, payload).await
     }
 
     /// Serialises `value` as JSON and publishes it.
@@ -131,7 +149,18 @@ impl Bus {
     }
 }
 
-fn classify<E: std::fmt::Display + std::fmt::Debug>(e: E) -> BusError {
+/// The message to publish: the caller's header map as it is (no copy of each header into a new
+/// map), the payload, and `Nats-Msg-Id: id`.
+pub(crate) fn message(id: &str, headers: Option<HeaderMap>, payload: Bytes) -> PublishMessage {
+    match headers {
+        Some(h) => PublishMessage::build().headers(h),
+        None => PublishMessage::build(),
+    }
+    .payload(payload)
+    .message_id(id)
+}
+
+pub(crate) fn classify<E: std::fmt::Display + std::fmt::Debug>(e: E) -> BusError {
     let text = e.to_string();
     // Time-outs, broken connections and "no responders" mean the stream is out of reach now;
     // anything else is JetStream saying no to this message.

@@ -5,6 +5,8 @@
 //!
 //! - [`definitions`]: the stream and consumer definitions, applied idempotently at start.
 //! - [`bus`]: [`Bus`], a connection with its JetStream context; publish helpers that wait for the ack.
+//! - `batch`: the task behind `Bus::publish_batched`, which hands the publishes of many tasks to
+//!   the connection together.
 //! - [`server`]: finds and starts a `nats-server` with JetStream for `hermes up` and for tests.
 //!
 //! # Invariants
@@ -13,6 +15,7 @@
 //!   message and consumer types re-exported from [`jetstream`].
 //! - **Every publish carries a `Nats-Msg-Id` and is awaited until JetStream acknowledged it.**
 
+mod batch;
 pub mod bus;
 pub mod definitions;
 pub mod server;

@@ -72,7 +72,7 @@ async fn receive(
     nats_headers.insert(wh::RECEIVED_AT, HeaderValue::from(now.as_str()));
     let published = state
         .bus
-        .publish(subjects::webhook(delivery.event), &key, Some(nats_headers), json)
+        .publish_batched(subjects::webhook(delivery.event), &key, Some(nats_headers), json)
         .await
         .map_err(|e| match e {
             BusError::Refused(ref m) if m.contains("max payload") => GatewayError::TooLarge(MAX_BODY),

@@ -76,21 +76,29 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         write_wrk_script(&script, dir.path(), &delivery)?;
     }
     let (mut hermes, mut raw) = (Hermes::default(), Load::default());
-    let recorded_before = recorded(&nats.bus).await?;
+    // Each round's (Hermes, raw) rate, so that the spread shows next to the totals.
+    let mut rates = Vec::with_capacity(ROUNDS);
+    let mut recorded_by_hermes = 0;
+    emptied(&nats.bus).await?;
     for round in 0..ROUNDS {
-        raw.add(raw_load(&nats.bus, &delivery, ROUND, format!("raw{round}")).await);
-        if with_wrk {
-            hermes.add_wrk(wrk_load(addr, &script, ROUND, &format!("r{round}")).await?);
+        let r = raw_load(&nats.bus, &delivery, ROUND, format!("raw{round}")).await;
+        let raw_rate = r.rate();
+        raw.add(r);
+        emptied(&nats.bus).await?;
+        let h = if with_wrk {
+            hermes.add_wrk(wrk_load(addr, &script, ROUND, &format!("r{round}")).await?)
         } else {
-            hermes
-                .load
-                .add(http_load(addr, delivery.clone(), ROUND, format!("r{round}")).await?);
-        }
+            let h = http_load(addr, delivery.clone(), ROUND, format!("r{round}")).await?;
+            let rate = h.rate();
+            hermes.load.add(h);
+            rate
+        };
+        rates.push(format!("{h:.0}/{raw_rate:.0}"));
+        // The stream was empty when the round began: what it holds once the answers in flight
+        // have landed is what Hermes recorded.
+        recorded_by_hermes += settled(&nats.bus).await?;
+        emptied(&nats.bus).await?;
     }
-    // What the stream holds beyond the warm-up and the raw side: the deliveries Hermes recorded.
-    let recorded_by_hermes = recorded(&nats.bus)
-        .await?
-        .saturating_sub(recorded_before + raw.ok);
     shutdown.cancel();
     nats.stop().await;
 
@@ -103,7 +111,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         format!("in-process hyper client, {CONNECTIONS} keep-alive connections (wrk not installed)")
     };
     let method = format!(
-        "{} of {} bytes ({}), signed, {client}, {ROUNDS} rounds of {} s per side alternating; raw: JetStream publish with the gateway's headers and a unique Nats-Msg-Id, awaiting the ack, {CONNECTIONS} tasks",
+        "{} of {} bytes ({}), signed, {client}, {ROUNDS} rounds of {} s per side alternating, each from an empty stream; raw: JetStream publish with the gateway's headers and a unique Nats-Msg-Id, awaiting the ack, {CONNECTIONS} tasks",
         support::PUSH_FIXTURE,
         delivery.bytes.len(),
         support::FIXTURE_REPO,
@@ -120,6 +128,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             .detail("errors", hermes.load.errors)
             .detail("first_error", hermes.load.first_error.clone())
             .detail("raw_errors", raw.errors)
+            .detail("rounds_hermes_raw", rates.join(" "))
             .detail("method", method),
         Figure::new("ingest.p99", p99, "ms")
             .target(Target::AtMost(25.0))
@@ -142,16 +151,20 @@ struct Hermes {
 }
 
 impl Hermes {
-    fn add_wrk(&mut self, (w, elapsed): (crate::query::Wrk, Duration)) {
-        self.load.add(Load {
+    /// Adds a `wrk` round; its rate.
+    fn add_wrk(&mut self, (w, elapsed): (crate::query::Wrk, Duration)) -> f64 {
+        let round = Load {
             ok: w.requests - w.non_2xx,
             errors: w.non_2xx,
             elapsed,
             latencies: Vec::new(),
             first_error: (w.non_2xx > 0 || !w.socket_errors.is_empty())
                 .then(|| format!("{} non-2xx; {}", w.non_2xx, w.socket_errors)),
-        });
+        };
+        let rate = round.rate();
+        self.load.add(round);
         self.rounds.push((w.p50_ms, w.p90_ms, w.p99_ms));
+        rate
     }
 
     /// (p50, p90, p99) in ms: of every sample, or the worst `wrk` round's.
@@ -173,8 +186,40 @@ async fn recorded(bus: &Bus) -> anyhow::Result<u64> {
         .messages)
 }
 
+/// Messages in `HERMES_WEBHOOKS` once the count held still for 100 ms (at most 2 s).
+async fn settled(bus: &Bus) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut last = recorded(bus).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = recorded(bus).await?;
+        if now == last || Instant::now() >= deadline {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
+
+/// Purges `HERMES_WEBHOOKS`, so that every round starts from an empty stream: a stream grown by
+/// gigabytes over the earlier rounds (~8.6 KB a delivery) slows the later ones down as the kernel
+/// writes it back to disk, and by more for one side than the other.
+async fn emptied(bus: &Bus) -> anyhow::Result<()> {
+    bus.js
+        .get_stream(subjects::WEBHOOKS_STREAM)
+        .await
+        .context("the webhook stream")?
+        .purge()
+        .await
+        .context("purging the webhook stream")?;
+    Ok(())
+}
+
 /// A `wrk` script posting the signed delivery, each request with its own delivery id
 /// (`<round>-<thread>-<n>`; the round tag comes in as the script's argument).
+///
+/// `wrk.format` runs once per thread, with a marker where the id goes; each request is the text
+/// around the marker joined with its id. The bytes are those `wrk.format` would give each time,
+/// for less of the load generator's CPU, which the 2 cores would otherwise take from the gateway.
 fn write_wrk_script(script: &Path, dir: &Path, delivery: &Delivery) -> anyhow::Result<()> {
     let body = dir.join("ingest-body.json");
     std::fs::write(&body, &delivery.bytes).context("writing the body for wrk")?;
@@ -187,21 +232,26 @@ function setup(thread)
   threads = threads + 1
   thread:set("tid", threads)
 end
-local tag = "w"
+local marker = "@@DELIVERY@@"
+local head, tail
 local n = 0
 function init(args)
-  tag = args[1] or "w"
-end
-function request()
-  n = n + 1
-  return wrk.format("POST", "/webhooks/github", {{
+  local tag = args[1] or "w"
+  local whole = wrk.format("POST", "/webhooks/github", {{
     ["Content-Type"] = "application/json",
     ["User-Agent"] = "GitHub-Hookshot/hermes-bench",
     ["X-GitHub-Event"] = "push",
-    ["X-GitHub-Delivery"] = tag .. "-" .. tid .. "-" .. n,
+    ["X-GitHub-Delivery"] = marker,
     ["X-GitHub-Hook-ID"] = "{hook}",
     ["X-Hub-Signature-256"] = "{signature}",
   }}, body)
+  local i, j = string.find(whole, marker, 1, true)
+  head = string.sub(whole, 1, i - 1) .. tag .. "-" .. tid .. "-"
+  tail = string.sub(whole, j + 1)
+end
+function request()
+  n = n + 1
+  return head .. n .. tail
 end
 "#,
         body = body.display(),

@@ -1,5 +1,10 @@
 //! `hermes-bench`: the benchmarks alone, as `hermes bench` runs them.
 
+/// The allocator of the `hermes` binary (see its `main.rs`), so that the components measured here
+/// allocate as they do there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     // Hermes's own components run in this process; only their warnings are of interest here.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

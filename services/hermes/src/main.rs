@@ -2,6 +2,15 @@
 
 use clap::Parser;
 
+/// mimalloc (its v2 line), not glibc's malloc: request buffers are allocated on one worker thread
+/// and freed on another, and glibc then takes the other arena's lock (`__lll_lock_wait_private` in
+/// the gateway's profile, where malloc and free were 16 % of its CPU). Ingest bench, 2026-11-28,
+/// runs alternating: glibc ratios 0.434-0.498 (median 0.46), mimalloc v2 0.466-0.535 (median
+/// 0.49). Memory: idle `hermes up` 13 -> 29 MiB, the log bench's runner 13 -> 36-38 MiB (targets
+/// 50 and 64); mimalloc v3 gained a little more but its runner reached 58 MiB, too near 64.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     // The benchmarks set up and time their own runtimes, so they run before ours exists.

@@ -16,7 +16,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMes
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::bus::{BusError, Published, classify};
+use crate::bus::{BusError, Published, classify, published};
 
 /// One publish waiting for the batching task, and where its ack future goes.
 pub(crate) struct Job {
@@ -78,9 +78,5 @@ pub(crate) async fn publish(
     .await
     .map_err(|_| ended())?;
     let ack = answer.await.map_err(|_| ended())??;
-    let ack = ack.await.map_err(classify)?;
-    Ok(Published {
-        sequence: ack.sequence,
-        duplicate: ack.duplicate,
-    })
+    ack.await.map(published).map_err(classify)
 }

@@ -111,13 +111,7 @@ impl Bus {
             .send_publish(subject, message(id, headers, payload))
             .await
             .map_err(classify)?;
-        Ok(async move {
-            let ack = fut.await.map_err(classify)?;
-            Ok(Published {
-                sequence: ack.sequence,
-                duplicate: ack.duplicate,
-            })
-        })
+        Ok(async move { fut.await.map(published).map_err(classify) })
     }
 
     /// Like [`Bus::publish`], for callers that publish from many tasks at once (the webhook
@@ -146,6 +140,14 @@ impl Bus {
     ) -> Result<Published, BusError> {
         let payload = serde_json::to_vec(value).map_err(|e| BusError::Refused(e.to_string()))?;
         self.publish(subject, id, None, payload.into()).await
+    }
+}
+
+/// What JetStream's ack says, as [`Published`].
+pub(crate) fn published(ack: jetstream::publish::PublishAck) -> Published {
+    Published {
+        sequence: ack.sequence,
+        duplicate: ack.duplicate,
     }
 }
 

@@ -589,13 +589,10 @@ fn publish_history(nats: &Nats, builds: usize, lines: usize) {
     use hermes_schemas::{BuildId, Envelope, RepoName, TriggerEvent};
     let url = nats.url();
     nats.block_on(async {
-        let bus = hermes_nats::Bus::connect(&url, "history")
-            .await
-            .expect("connect");
-        bus.wait_connected(Duration::from_secs(10))
-            .await
-            .expect("connected");
-        bus.apply_definitions().await.expect("definitions");
+        let bus =
+            hermes_nats::Bus::connect_with_definitions(&url, "history", Duration::from_secs(10))
+                .await
+                .expect("connected, with the definitions");
         let repo = RepoName::parse("octo/history").expect("valid");
         let now = time::OffsetDateTime::now_utc();
         for i in 0..builds {

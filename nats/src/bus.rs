@@ -64,6 +64,19 @@ impl Bus {
         })
     }
 
+    /// Connects, waits until the connection is up (at most `within`) and applies the definitions:
+    /// what a test or a tool does before its first publish.
+    pub async fn connect_with_definitions(
+        url: &str,
+        name: &str,
+        within: Duration,
+    ) -> Result<Self, BusError> {
+        let bus = Self::connect(url, name).await?;
+        bus.wait_connected(within).await?;
+        bus.apply_definitions().await?;
+        Ok(bus)
+    }
+
     /// Waits until the connection is up, at most `within`.
     pub async fn wait_connected(&self, within: Duration) -> Result<(), BusError> {
         let deadline = tokio::time::Instant::now() + within;

@@ -21,13 +21,9 @@ fn body(t: usize, n: usize) -> Bytes {
 async fn many_tasks_publish_each_message_once_under_its_sequence() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = NatsServer::start(dir.path(), 0).await.expect("nats-server");
-    let bus = Bus::connect(server.url(), "batched-test")
+    let bus = Bus::connect_with_definitions(server.url(), "batched-test", Duration::from_secs(10))
         .await
-        .expect("connect");
-    bus.wait_connected(Duration::from_secs(10))
-        .await
-        .expect("connected");
-    bus.apply_definitions().await.expect("definitions");
+        .expect("connected, with the definitions");
 
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..TASKS {

@@ -105,7 +105,8 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let rp = Percentiles::of(&mut raw.latencies).context("no raw samples")?;
     let client = if with_wrk {
         format!(
-            "wrk -t{WRK_THREADS} -c{CONNECTIONS} --latency (Lua: a unique X-GitHub-Delivery per request); p99 the worst round's"
+            "wrk -t{} -c{CONNECTIONS} --latency (Lua: a unique X-GitHub-Delivery per request); p99 the worst round's",
+            crate::query::WRK_THREADS
         )
     } else {
         format!("in-process hyper client, {CONNECTIONS} keep-alive connections (wrk not installed)")
@@ -138,8 +139,6 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             .detail("raw_p50_ms", support::ms(rp.p50)),
     ])
 }
-
-const WRK_THREADS: u32 = 2;
 
 /// The Hermes side's figures, from `wrk` rounds or the in-process client.
 #[derive(Default)]
@@ -269,25 +268,8 @@ async fn wrk_load(
     tag: &str,
 ) -> anyhow::Result<(crate::query::Wrk, Duration)> {
     let start = Instant::now();
-    let out = support::run(
-        "wrk",
-        &[
-            &format!("-t{WRK_THREADS}"),
-            &format!("-c{CONNECTIONS}"),
-            &format!("-d{}s", dur.as_secs()),
-            "--latency",
-            "-s",
-            &script.display().to_string(),
-            &format!("http://{addr}"),
-            "--",
-            tag,
-        ],
-        None,
-    )
-    .await?;
+    let (w, _) = crate::query::run_wrk(addr, script, dur.as_secs(), CONNECTIONS, &[tag]).await?;
     let elapsed = start.elapsed();
-    let w =
-        crate::query::parse_wrk(&out).with_context(|| format!("reading wrk's output:\n{out}"))?;
     // wrk's own rate is over its own clock; use it, not the process's lifetime.
     let seconds = w.requests as f64 / w.requests_per_sec.max(1e-9);
     let elapsed = if seconds.is_finite() && seconds > 0.0 {

@@ -17,7 +17,8 @@ use crate::support::{self, Nats};
 use crate::{Figure, Target, replay};
 
 pub const BUILDS: u64 = 100_000;
-const THREADS: u32 = 2;
+/// wrk's threads, wherever a scenario runs it.
+pub const WRK_THREADS: u32 = 2;
 const CONNECTIONS: u32 = 64;
 const DURATION_S: u32 = 10;
 const WARMUP_S: u32 = 2;
@@ -133,7 +134,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     nats.stop().await;
 
     let method = format!(
-        "wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION_S}s --latency, a random id / repository per request (Lua), after {WARMUP_S} s of warm-up; {BUILDS} builds in {} repositories",
+        "wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION_S}s --latency, a random id / repository per request (Lua), after {WARMUP_S} s of warm-up; {BUILDS} builds in {} repositories",
         replay::REPOS
     );
     let figures = |name: &str, w: &Wrk, t: (Target, Target)| {
@@ -167,25 +168,45 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
 }
 
 async fn wrk(addr: SocketAddr, script: &Path, seconds: u32) -> anyhow::Result<Wrk> {
-    let out = support::run(
-        "wrk",
-        &[
-            &format!("-t{THREADS}"),
-            &format!("-c{CONNECTIONS}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            "-s",
-            &script.display().to_string(),
-            &format!("http://{addr}"),
-        ],
-        None,
-    )
-    .await?;
-    let w = parse_wrk(&out).with_context(|| format!("reading wrk's output:\n{out}"))?;
+    let (w, out) = run_wrk(addr, script, seconds.into(), CONNECTIONS as usize, &[]).await?;
     if w.non_2xx > 0 {
         bail!("{} answers were not 2xx:\n{out}", w.non_2xx);
     }
     Ok(w)
+}
+
+/// Runs `wrk -t{WRK_THREADS} -c{connections} -d{seconds}s --latency -s script` against `addr`,
+/// with `script_args` after `--`; what it measured, and its output.
+pub async fn run_wrk(
+    addr: SocketAddr,
+    script: &Path,
+    seconds: u64,
+    connections: usize,
+    script_args: &[&str],
+) -> anyhow::Result<(Wrk, String)> {
+    let (threads, connections, duration, script, url) = (
+        format!("-t{WRK_THREADS}"),
+        format!("-c{connections}"),
+        format!("-d{seconds}s"),
+        script.display().to_string(),
+        format!("http://{addr}"),
+    );
+    let mut args = vec![
+        threads.as_str(),
+        connections.as_str(),
+        duration.as_str(),
+        "--latency",
+        "-s",
+        script.as_str(),
+        url.as_str(),
+    ];
+    if !script_args.is_empty() {
+        args.push("--");
+        args.extend_from_slice(script_args);
+    }
+    let out = support::run("wrk", &args, None).await?;
+    let w = parse_wrk(&out).with_context(|| format!("reading wrk's output:\n{out}"))?;
+    Ok((w, out))
 }
 
 /// Reads `wrk --latency` output.

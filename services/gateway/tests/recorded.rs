@@ -50,13 +50,9 @@ async fn a_delivery_is_answered_202_after_it_is_stored_and_200_when_sent_again()
     let mut server = NatsServer::start(&dir, 0)
         .await
         .expect("nats-server (scripts/install-nats-server, HERMES_NATS_SERVER)");
-    let bus = Bus::connect(server.url(), "gateway-test")
+    let bus = Bus::connect_with_definitions(server.url(), "gateway-test", Duration::from_secs(10))
         .await
-        .expect("client");
-    bus.wait_connected(Duration::from_secs(10))
-        .await
-        .expect("connected");
-    bus.apply_definitions().await.expect("streams");
+        .expect("connected, with the streams");
     let app = router(GatewayState {
         bus: bus.clone(),
         secret: Arc::new(Secret::new(SECRET)),

@@ -21,10 +21,13 @@ async fn many_sinks_on_one_connection_store_every_line() {
     const LINES: u64 = 3_000; // 8 × 3,000 = 24,000 lines, against 4,096 permits
     let dir = tempfile::tempdir().expect("temp dir");
     let server = NatsServer::start(dir.path(), 0).await.expect("nats-server");
-    let bus = Bus::connect(server.url(), "log-sink-test")
-        .await
-        .expect("connect");
-    bus.apply_definitions().await.expect("definitions");
+    let bus = Bus::connect_with_definitions(
+        server.url(),
+        "log-sink-test",
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .expect("connected, with the definitions");
     let repo = RepoName::parse("octo/many-logs").expect("repo");
     let mut sinks: Vec<LogSink> = (0..SINKS)
         .map(|i| {

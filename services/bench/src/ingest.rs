@@ -20,6 +20,7 @@ use hermes_schemas::{subjects, webhook as wh};
 use hyper::StatusCode;
 use tokio_util::sync::CancellationToken;
 
+use crate::cpu::{CpuTimes, CpuUse};
 use crate::support::{self, Delivery, Http, Nats, Percentiles};
 use crate::{Figure, Target};
 
@@ -80,11 +81,22 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let mut rates = Vec::with_capacity(ROUNDS);
     let mut recorded_by_hermes = 0;
     emptied(&nats.bus).await?;
+    // Where each side's CPU went: (raw, Hermes).
+    let nats_pid = nats.server.pid();
+    let (mut raw_cpu, mut hermes_cpu) = (CpuUse::default(), CpuUse::default());
+    let measured = |before: Option<CpuTimes>, into: &mut CpuUse| {
+        if let (Some(b), Some(now)) = (before, CpuTimes::now(nats_pid)) {
+            into.add(now.since(&b));
+        }
+    };
     for round in 0..ROUNDS {
+        let before = CpuTimes::now(nats_pid);
         let r = raw_load(&nats.bus, &delivery, ROUND, format!("raw{round}")).await;
+        measured(before, &mut raw_cpu);
         let raw_rate = r.rate();
         raw.add(r);
         emptied(&nats.bus).await?;
+        let before = CpuTimes::now(nats_pid);
         let h = if with_wrk {
             hermes.add_wrk(wrk_load(addr, &script, ROUND, &format!("r{round}")).await?)
         } else {
@@ -93,6 +105,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             hermes.load.add(h);
             rate
         };
+        measured(before, &mut hermes_cpu);
         rates.push(format!("{h:.0}/{raw_rate:.0}"));
         // The stream was empty when the round began: what it holds once the answers in flight
         // have landed is what Hermes recorded.
@@ -130,6 +143,11 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             .detail("first_error", hermes.load.first_error.clone())
             .detail("raw_errors", raw.errors)
             .detail("rounds_hermes_raw", rates.join(" "))
+            .detail(
+                "cpu_us_per_delivery_hermes",
+                cpu_split(&hermes_cpu, hermes.load.ok, with_wrk.then_some("wrk")),
+            )
+            .detail("cpu_us_per_delivery_raw", cpu_split(&raw_cpu, raw.ok, None))
             .detail("method", method),
         Figure::new("ingest.p99", p99, "ms")
             .target(Target::AtMost(25.0))
@@ -138,6 +156,20 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             .detail("p90_ms", p90)
             .detail("raw_p50_ms", support::ms(rp.p50)),
     ])
+}
+
+/// A side's CPU time per delivery by program, and the machine's idle share while it ran. This
+/// process is the gateway on the Hermes side and the publishing tasks on the raw side; with the
+/// in-process client, the client's CPU is in this process too.
+fn cpu_split(cpu: &CpuUse, deliveries: u64, client: Option<&str>) -> String {
+    let per = |s: f64| CpuUse::us_per(s, deliveries);
+    let client = client.map_or(String::new(), |c| format!(" + {c} {}", per(cpu.children_s)));
+    format!(
+        "nats-server {} + this process {}{client} µs; machine {:.0} % idle",
+        per(cpu.nats_s),
+        per(cpu.own_s),
+        cpu.idle * 100.0
+    )
 }
 
 /// The Hermes side's figures, from `wrk` rounds or the in-process client.

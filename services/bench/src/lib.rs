@@ -14,6 +14,7 @@
 //! Benchmarks are not tests: nothing in `cargo test` asserts a time.
 
 pub mod build;
+pub mod cpu;
 pub mod dispatch;
 pub mod idle_memory;
 pub mod ingest;

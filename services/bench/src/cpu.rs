@@ -68,6 +68,11 @@ impl CpuTimes {
     }
 }
 
+/// What was used since `before` (taken with the same `nats_pid`), if `/proc` could be read both times.
+pub fn used_since(before: Option<CpuTimes>, nats_pid: Option<u32>) -> Option<CpuUse> {
+    Some(CpuTimes::now(nats_pid)?.since(&before?))
+}
+
 impl CpuUse {
     /// The sum of two phases; the idle share weighted by their wall time.
     pub fn add(&mut self, other: CpuUse) {

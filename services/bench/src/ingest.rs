@@ -20,7 +20,7 @@ use hermes_schemas::{subjects, webhook as wh};
 use hyper::StatusCode;
 use tokio_util::sync::CancellationToken;
 
-use crate::cpu::{CpuTimes, CpuUse};
+use crate::cpu::{self, CpuTimes, CpuUse};
 use crate::support::{self, Delivery, Http, Nats, Percentiles};
 use crate::{Figure, Target};
 
@@ -85,8 +85,8 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let nats_pid = nats.server.pid();
     let (mut raw_cpu, mut hermes_cpu) = (CpuUse::default(), CpuUse::default());
     let measured = |before: Option<CpuTimes>, into: &mut CpuUse| {
-        if let (Some(b), Some(now)) = (before, CpuTimes::now(nats_pid)) {
-            into.add(now.since(&b));
+        if let Some(used) = cpu::used_since(before, nats_pid) {
+            into.add(used);
         }
     };
     for round in 0..ROUNDS {

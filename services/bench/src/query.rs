@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use hermes_schemas::{Envelope, subjects};
 use tokio_util::sync::CancellationToken;
 
+use crate::cpu::{self, CpuTimes, CpuUse};
 use crate::support::{self, Nats};
 use crate::{Figure, Target, replay};
 
@@ -123,10 +124,15 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let page_bytes = body.len();
     drop(http);
 
+    // This process is the server (the projector is idle by now); its waited-for child is wrk.
     wrk(addr, &get_script, WARMUP_S).await?;
+    let before = CpuTimes::now(None);
     let get = wrk(addr, &get_script, DURATION_S).await?;
+    let get_cpu = cpu::used_since(before, None);
     wrk(addr, &list_script, WARMUP_S).await?;
+    let before = CpuTimes::now(None);
     let list = wrk(addr, &list_script, DURATION_S).await?;
+    let list_cpu = cpu::used_since(before, None);
     shutdown.cancel();
     if let Err(e) = projector.await {
         tracing::debug!(error = %e, "Projector task ended.");
@@ -137,7 +143,16 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         "wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION_S}s --latency, a random id / repository per request (Lua), after {WARMUP_S} s of warm-up; {BUILDS} builds in {} repositories",
         replay::REPOS
     );
-    let figures = |name: &str, w: &Wrk, t: (Target, Target)| {
+    let figures = |name: &str, w: &Wrk, cpu: Option<CpuUse>, t: (Target, Target)| {
+        let cpu = cpu.map(|c| {
+            let per = |s: f64| CpuUse::us_per(s, w.requests);
+            format!(
+                "server {} + wrk {} µs; machine {:.0} % idle",
+                per(c.own_s),
+                per(c.children_s),
+                c.idle * 100.0
+            )
+        });
         vec![
             Figure::new(
                 &format!("query.{name}.throughput"),
@@ -146,6 +161,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             )
             .target(t.0)
             .detail("requests", w.requests)
+            .detail("cpu_us_per_request", cpu)
             .detail("non_2xx", w.non_2xx)
             .detail("socket_errors", w.socket_errors.clone())
             .detail("method", method.clone()),
@@ -155,8 +171,8 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
                 .detail("p90_ms", w.p90_ms),
         ]
     };
-    let mut out = figures("get", &get, get_target);
-    let mut l = figures("list", &list, list_target);
+    let mut out = figures("get", &get, get_cpu, get_target);
+    let mut l = figures("list", &list, list_cpu, list_target);
     if let Some(f) = l.first_mut() {
         f.details
             .insert("page_builds".into(), serde_json::json!(page_len));

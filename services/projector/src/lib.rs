@@ -11,14 +11,16 @@
 //! - **Nothing updates the read model except events from JetStream.** Delete the file and a
 //!   replay from the start rebuilds it identically.
 //! - **Each batch and the stream sequence it reaches are written in one transaction**, so after a
-//!   crash the projector resumes exactly after the last batch it stored.
+//!   crash the projector resumes exactly after the last batch that reached the disk. During a
+//!   backlog, commits are flushed to disk at most every [`FLUSH_EVERY`]; a crash undoes the
+//!   unflushed ones together with their checkpoint, and their events are folded again.
 
 pub mod api;
 pub mod model;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hermes_nats::Bus;
@@ -27,7 +29,7 @@ use hermes_schemas::{Envelope, LogEvent, LogLine, subjects};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use store::{Store, StoreError};
+pub use store::{Flush, Store, StoreError};
 
 /// The most events (log lines) folded in one write transaction, unless one message holds more.
 pub const MAX_BATCH: usize = 4096;
@@ -52,7 +54,7 @@ pub async fn run(
         subjects::BUILDS_STREAM,
         shutdown.clone(),
         |p| serde_json::from_slice(p),
-        |s, stream, batch| s.apply_builds(stream, batch),
+        |s, stream, batch, flush| s.apply_builds(stream, batch, flush),
         |_| 1,
     );
     // A log message is one line or a run of them (`log.lines`); a batch counts lines.
@@ -62,14 +64,14 @@ pub async fn run(
         subjects::LOGS_STREAM,
         shutdown,
         decode_log_event,
-        |s, stream, batch| s.apply_logs(stream, batch),
+        |s, stream, batch, flush| s.apply_logs(stream, batch, flush),
         |e| e.lines.len(),
     );
     let (a, b) = tokio::join!(builds, logs);
     a.and(b)
 }
 
-type Apply<T> = fn(&Store, &str, &[(u64, T)]) -> Result<(), StoreError>;
+type Apply<T> = fn(&Store, &str, &[(u64, T)], Flush) -> Result<(), StoreError>;
 
 /// A message's payload as the event it carries.
 type Decode<T> = fn(&[u8]) -> Result<T, serde_json::Error>;
@@ -234,6 +236,14 @@ const BACKLOG: usize = 64;
 /// How long the writer waits for more of a backlog before it writes what it has.
 const BACKLOG_GAP: Duration = Duration::from_millis(2);
 
+/// The longest a backlog's commits wait to be flushed to disk. A small batch (fewer than
+/// [`BACKLOG`] events: the stream is quiet, as live) is flushed as it commits, and so is any batch
+/// this long after the last flushed one; the full batches of a replay or a burst in between are
+/// not, so that the fold does not wait for the disk once per batch, and what is left unflushed is
+/// flushed as soon as the writer finds nothing more for [`BACKLOG_GAP`]. A crash undoes the
+/// unflushed commits with their checkpoint, and their events are folded again from the stream.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
 /// Writes what `rx` delivers, each time everything that is waiting (up to [`MAX_BATCH`] events;
 /// a message is never split) in one transaction, until the channel closes and is empty. Gives
 /// back to `room` the events it wrote, and closes it when it stops.
@@ -258,8 +268,27 @@ async fn write_loop<T: Send + Sync + 'static>(
     apply: Apply<T>,
 ) -> Result<(), ProjectorError> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut flushed_at = Instant::now();
+    let mut unflushed = false;
     loop {
-        let Some((seq, event, w)) = rx.recv().await else {
+        // A backlog that has ended leaves nothing unflushed for long.
+        let next = if unflushed {
+            match tokio::time::timeout(BACKLOG_GAP, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    flush(&store).await?;
+                    unflushed = false;
+                    flushed_at = Instant::now();
+                    rx.recv().await
+                }
+            }
+        } else {
+            rx.recv().await
+        };
+        let Some((seq, event, w)) = next else {
+            if unflushed {
+                flush(&store).await?;
+            }
             return Ok(());
         };
         batch.push((seq, event));
@@ -283,16 +312,35 @@ async fn write_loop<T: Send + Sync + 'static>(
                 _ => break,
             }
         }
+        // A small batch is all there was (the stream is quiet): flushed now, as live.
+        let when = if weight < BACKLOG || flushed_at.elapsed() >= FLUSH_EVERY {
+            Flush::Now
+        } else {
+            Flush::Later
+        };
         let s = store.clone();
         batch = tokio::task::spawn_blocking(move || {
-            apply(&s, stream_name, &batch)?;
+            apply(&s, stream_name, &batch, when)?;
             batch.clear();
             Ok::<_, StoreError>(batch)
         })
         .await
         .map_err(|e| ProjectorError::Nats(e.to_string()))??;
+        unflushed = when == Flush::Later;
+        if !unflushed {
+            flushed_at = Instant::now();
+        }
         room.add_permits(weight);
     }
+}
+
+/// Makes every commit of `store` so far durable.
+async fn flush(store: &Store) -> Result<(), ProjectorError> {
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.flush())
+        .await
+        .map_err(|e| ProjectorError::Nats(e.to_string()))??;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 
 use hermes_schemas::{Envelope, LogEvent};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::model::{self, Build};
 
@@ -44,6 +44,16 @@ pub type LogPosition = (u32, u64);
 pub struct Store {
     db: Arc<Database>,
     pages: Arc<Pages>,
+}
+
+/// Whether a write transaction reaches the disk before its commit returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Flushed (fsync) before the commit returns: a crash keeps it.
+    Now,
+    /// Visible at once, flushed with the next [`Flush::Now`] commit or [`Store::flush`]: a crash
+    /// before that undoes it and its checkpoint, and the events are folded again from the stream.
+    Later,
 }
 
 /// How many builds a page has when the client does not say: the page that is cached.
@@ -147,13 +157,21 @@ impl Store {
         Ok(t.get(stream).map_err(err)?.map(|v| v.value()).unwrap_or(0))
     }
 
+    /// Makes every commit so far durable (an empty commit that is flushed to disk).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.begin_write().map_err(err)?.commit().map_err(err)
+    }
+
     /// Runs `fold` on the events of `batch` past the stream's checkpoint, and moves the checkpoint
     /// to the batch's last sequence, in one write transaction: a batch applied twice is harmless,
-    /// and a crash leaves either all of it or none.
+    /// and a crash leaves either all of it or none. With [`Flush::Later`] the commit is visible at
+    /// once but reaches the disk only with the next flushed one; a crash before that undoes it
+    /// together with its checkpoint, so the projector folds those events again.
     fn apply_batch<T>(
         &self,
         stream: &str,
         batch: &[(u64, T)],
+        flush: Flush,
         fold: impl FnOnce(
             &redb::WriteTransaction,
             &mut dyn Iterator<Item = &(u64, T)>,
@@ -162,7 +180,10 @@ impl Store {
         let Some(&(last, _)) = batch.last() else {
             return Ok(());
         };
-        let txn = self.db.begin_write().map_err(err)?;
+        let mut txn = self.db.begin_write().map_err(err)?;
+        if flush == Flush::Later {
+            txn.set_durability(Durability::None).map_err(err)?;
+        }
         {
             let mut ckpt = txn.open_table(CHECKPOINTS).map_err(err)?;
             let done = ckpt.get(stream).map_err(err)?.map_or(0, |v| v.value());
@@ -175,9 +196,14 @@ impl Store {
     /// Folds a batch of build events into the builds they belong to. Each build the batch touches
     /// is read and decoded once, folded through all its events of the batch, and encoded and
     /// written once.
-    pub fn apply_builds(&self, stream: &str, batch: &[(u64, Envelope)]) -> Result<(), StoreError> {
+    pub fn apply_builds(
+        &self,
+        stream: &str,
+        batch: &[(u64, Envelope)],
+        flush: Flush,
+    ) -> Result<(), StoreError> {
         let mut touched = Vec::new();
-        let result = self.apply_batch(stream, batch, |txn, events| {
+        let result = self.apply_batch(stream, batch, flush, |txn, events| {
             let mut builds = txn.open_table(BUILDS).map_err(err)?;
             let mut by_repo = txn.open_table(BY_REPO).map_err(err)?;
             let mut by_seq = txn.open_table(BY_SEQ).map_err(err)?;
@@ -230,8 +256,13 @@ impl Store {
 
     /// Stores a batch of log lines. Lines of an attempt older than the build's current one (a
     /// runner presumed dead woke up) are not kept.
-    pub fn apply_logs(&self, stream: &str, batch: &[(u64, LogEvent)]) -> Result<(), StoreError> {
-        self.apply_batch(stream, batch, |txn, events| {
+    pub fn apply_logs(
+        &self,
+        stream: &str,
+        batch: &[(u64, LogEvent)],
+        flush: Flush,
+    ) -> Result<(), StoreError> {
+        self.apply_batch(stream, batch, flush, |txn, events| {
             let mut logs = txn.open_table(LOGS).map_err(err)?;
             let builds = txn.open_table(BUILDS).map_err(err)?;
             let mut current: HashMap<&str, u32> = HashMap::new();
@@ -402,7 +433,7 @@ mod tests {
         let dir = tempfile_dir();
         let store = Store::open(&dir.join("m.redb")).expect("open");
         let events: Vec<(u64, Envelope)> = (1..=3).map(|n| (n, queued(n, "o/r"))).collect();
-        store.apply_builds("S", &events).expect("apply");
+        store.apply_builds("S", &events, Flush::Now).expect("apply");
         let page = |r: Option<&str>| -> Vec<Build> {
             serde_json::from_slice(&store.list_json(r, 2).expect("raw")).expect("a JSON array")
         };
@@ -494,19 +525,21 @@ mod tests {
         let dir = tempfile_dir();
         let events = history();
         let whole = Store::open(&dir.join("whole.redb")).expect("open");
-        whole.apply_builds("S", &events).expect("apply");
+        whole.apply_builds("S", &events, Flush::Now).expect("apply");
         let single = Store::open(&dir.join("single.redb")).expect("open");
         for e in &events {
             single
-                .apply_builds("S", std::slice::from_ref(e))
+                .apply_builds("S", std::slice::from_ref(e), Flush::Now)
                 .expect("apply");
         }
         let split = Store::open(&dir.join("split.redb")).expect("open");
         let (a, b) = events.split_at(5);
-        split.apply_builds("S", a).expect("apply");
+        split.apply_builds("S", a, Flush::Now).expect("apply");
         // Applied again and overlapping: the checkpoint skips what is stored.
-        split.apply_builds("S", &events[2..]).expect("apply");
-        split.apply_builds("S", b).expect("apply");
+        split
+            .apply_builds("S", &events[2..], Flush::Now)
+            .expect("apply");
+        split.apply_builds("S", b, Flush::Now).expect("apply");
         let dump = whole.dump().expect("dump");
         assert!(dump.contains("build b1 "), "{dump}");
         assert!(
@@ -533,7 +566,7 @@ mod tests {
                 store.first_page_json(repo).expect("page");
             }
             store
-                .apply_builds("S", std::slice::from_ref(e))
+                .apply_builds("S", std::slice::from_ref(e), Flush::Now)
                 .expect("apply");
             for repo in [Some("o/a"), Some("o/b"), Some("o/none"), None] {
                 let page = store.first_page_json(repo).expect("page");
@@ -556,7 +589,9 @@ mod tests {
     fn log_messages_of_either_shape_are_stored_line_by_line() {
         let dir = tempfile_dir();
         let store = Store::open(&dir.join("logs.redb")).expect("open");
-        store.apply_builds("B", &history()[..8]).expect("apply");
+        store
+            .apply_builds("B", &history()[..8], Flush::Now)
+            .expect("apply");
         let event = |json: serde_json::Value| -> LogEvent {
             serde_json::from_value(json).expect("a log event")
         };
@@ -579,13 +614,45 @@ mod tests {
                 "lines": [entry("two"), entry("three")]})),
         ];
         let batch: Vec<(u64, LogEvent)> = (1..).zip(batch).collect();
-        store.apply_logs("L", &batch).expect("apply");
+        store.apply_logs("L", &batch, Flush::Now).expect("apply");
         assert_eq!(store.log("b1").expect("log"), "one\ntwo\nthree\n");
         assert_eq!(
             store.log_after("b1", (2, 1)).expect("log")[1],
             ((2, 3), "three".to_owned())
         );
         assert_eq!(store.checkpoint("L").expect("ckpt"), 3);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn an_unflushed_commit_is_read_at_once_and_a_crash_undoes_it_with_its_checkpoint() {
+        let dir = tempfile_dir();
+        let path = dir.join("flush.redb");
+        let store = Store::open(&path).expect("open");
+        let events = history();
+        store
+            .apply_builds("B", &events[..2], Flush::Now)
+            .expect("apply");
+        let durable = store.dump().expect("dump");
+        store
+            .apply_builds("B", &events[2..], Flush::Later)
+            .expect("apply");
+        let last = events.last().expect("events").0;
+        assert_eq!(store.checkpoint("B").expect("ckpt"), last);
+        let folded = store.dump().expect("dump");
+        assert_ne!(folded, durable);
+        // The file as a crash of the process would leave it, opened as the next start would.
+        let crash = |name: &str| {
+            std::fs::copy(&path, dir.join(name)).expect("copy");
+            Store::open(&dir.join(name)).expect("open the copy")
+        };
+        let crashed = crash("crashed.redb");
+        assert_eq!(crashed.checkpoint("B").expect("ckpt"), events[1].0);
+        assert_eq!(crashed.dump().expect("dump"), durable);
+        store.flush().expect("flush");
+        let after_flush = crash("flushed.redb");
+        assert_eq!(after_flush.checkpoint("B").expect("ckpt"), last);
+        assert_eq!(after_flush.dump().expect("dump"), folded);
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -319,13 +319,12 @@ async fn write_loop<T: Send + Sync + 'static>(
             Flush::Later
         };
         let s = store.clone();
-        batch = tokio::task::spawn_blocking(move || {
+        batch = blocking(move || {
             apply(&s, stream_name, &batch, when)?;
             batch.clear();
-            Ok::<_, StoreError>(batch)
+            Ok(batch)
         })
-        .await
-        .map_err(|e| ProjectorError::Nats(e.to_string()))??;
+        .await?;
         unflushed = when == Flush::Later;
         if !unflushed {
             flushed_at = Instant::now();
@@ -337,10 +336,16 @@ async fn write_loop<T: Send + Sync + 'static>(
 /// Makes every commit of `store` so far durable.
 async fn flush(store: &Store) -> Result<(), ProjectorError> {
     let s = store.clone();
-    tokio::task::spawn_blocking(move || s.flush())
+    blocking(move || s.flush()).await
+}
+
+/// Runs a redb write on the blocking pool (a commit may wait for the disk).
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
+) -> Result<R, ProjectorError> {
+    Ok(tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ProjectorError::Nats(e.to_string()))??;
-    Ok(())
+        .map_err(|e| ProjectorError::Nats(e.to_string()))??)
 }
 
 #[cfg(test)]

@@ -332,6 +332,11 @@ fn hermes_refuses_to_start_without_the_webhook_secret() {
         stderr.contains("HERMES_GITHUB_WEBHOOK_SECRET is not set"),
         "{stderr}"
     );
+    // Its log goes to a pipe here, as to a file or the journal: no terminal colour codes.
+    assert!(
+        stderr.contains("ERROR") && !stderr.contains('\u{1b}'),
+        "{stderr:?}"
+    );
 }
 
 #[test]

@@ -299,6 +299,22 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
     Ok(Some(Args { json, scenarios }))
 }
 
+/// Logging for `hermes bench` and `hermes-bench`: Hermes's own components run in-process and only
+/// their warnings are of interest (unless `RUST_LOG` says otherwise); the table is the output.
+/// Colours as `hermes` has them: only at a terminal and without `NO_COLOR`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colours)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .ok();
+}
+
 /// Runs the benchmark command line (`hermes bench [--json] [SCENARIO…]`): `args` is what follows
 /// `bench`. Prints the table (or with `--json` one JSON array) to stdout; progress goes to stderr.
 pub fn cli_run(args: Vec<String>) -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     // The benchmarks set up and time their own runtimes, so they run before ours exists.
     if args.get(1).map(String::as_str) == Some("bench") {
-        hermes::telemetry::init_quiet();
+        hermes_bench::init_logging();
         return match hermes_bench::cli_run(args[2..].to_vec()) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

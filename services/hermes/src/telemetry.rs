@@ -24,17 +24,6 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// Warnings only (unless `RUST_LOG` says otherwise): for `hermes bench`, whose output is its table.
-pub fn init_quiet() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colours())
-        .with_writer(std::io::stderr)
-        .try_init()
-        .ok();
-}
-
 /// Colours only for a person at a terminal who has not asked for none (`NO_COLOR`): in a file, a
 /// pipe or the journal, escape codes are noise around every field.
 fn colours() -> bool {

@@ -79,9 +79,25 @@ struct HeadRepository {
 
 /// Decides what a delivery of `event` with JSON `body` asks for.
 ///
-/// An error means the payload of an event that can build is unusable (a field missing, of the
-/// wrong type, or with an unsafe value); other events are never inspected.
+/// An error means the payload of an event that can build is unusable (not UTF-8, a field missing,
+/// of the wrong type, or with an unsafe value); other events are never inspected.
 pub fn decide(event: &str, body: &[u8]) -> Result<Decision, PayloadError> {
+    // The body of an event that cannot build is not read, so not checked either.
+    let text = if builds(event) {
+        std::str::from_utf8(body).map_err(|e| PayloadError(format!("payload is not UTF-8: {e}")))?
+    } else {
+        ""
+    };
+    decide_text(event, text)
+}
+
+/// True for the events that can start a build.
+pub fn builds(event: &str) -> bool {
+    matches!(event, "push" | "pull_request")
+}
+
+/// [`decide`] for a body already known to be UTF-8: its strings are not checked again.
+pub fn decide_text(event: &str, body: &str) -> Result<Decision, PayloadError> {
     match event {
         "push" => {
             let p: Push = parse(body)?;
@@ -136,8 +152,8 @@ pub fn decide(event: &str, body: &[u8]) -> Result<Decision, PayloadError> {
     }
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, PayloadError> {
-    serde_json::from_slice(body)
+fn parse<'a, T: Deserialize<'a>>(body: &'a str) -> Result<T, PayloadError> {
+    serde_json::from_str(body)
         .map_err(|e| PayloadError(format!("payload does not fit the event: {e}")))
 }
 
@@ -195,6 +211,17 @@ mod tests {
             decide("push", &push(&"0".repeat(40), true, "o/r")),
             Ok(Decision::Skip(_))
         ));
+    }
+
+    /// JSON is UTF-8 (RFC 8259): a byte that is not is refused even in a field nobody reads.
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused() {
+        let mut body = push(SHA, false, "o/r");
+        body.splice(1..1, b"\"x\": \"\xff\", ".iter().copied());
+        let e = decide("push", &body).expect_err("not UTF-8");
+        assert!(e.0.contains("not UTF-8"), "{e}");
+        body.retain(|&b| b != 0xff);
+        assert!(matches!(decide("push", &body), Ok(Decision::Build(_))));
     }
 
     #[test]

@@ -178,26 +178,24 @@ fn json_document(headers: &HeaderMap, body: Bytes) -> Result<Bytes, GatewayError
 /// The document must be UTF-8 and follow JSON's grammar (RFC 8259) with an object at the top;
 /// what the grammar leaves open (the range of numbers, whether `\u` escapes pair up, how deep
 /// values nest) is not checked in fields nobody reads. For `push` and `pull_request`, the typed
-/// parse of [`github::decide`] reads the whole document, so when it succeeds on UTF-8 that starts
+/// parse of [`github::decide_text`] reads the whole document, so when it succeeds on UTF-8 that starts
 /// with `{` it has also checked the grammar. Only when it fails is the document checked on its
 /// own, so that malformed JSON is reported as such rather than as a payload that does not fit.
 fn check_and_decide(event: &str, json: &[u8]) -> Result<github::Decision, GatewayError> {
     let refused =
         |e: github::PayloadError| GatewayError::BadRequest(format!("{event} payload: {e}"));
-    if matches!(event, "push" | "pull_request")
-        && starts_with_object(json)
-        && std::str::from_utf8(json).is_ok()
-    {
-        return match github::decide(event, json) {
+    let text = std::str::from_utf8(json).map_err(|e| not_json(&e))?;
+    if github::builds(event) && starts_with_object(json) {
+        return match github::decide_text(event, text) {
             Ok(decision) => Ok(decision),
             Err(e) => {
-                check_json_object(json)?;
+                check_json_object(text)?;
                 Err(refused(e))
             }
         };
     }
-    check_json_object(json)?;
-    github::decide(event, json).map_err(refused)
+    check_json_object(text)?;
+    github::decide_text(event, text).map_err(refused)
 }
 
 /// True when the first byte after JSON whitespace opens an object.
@@ -207,18 +205,18 @@ fn starts_with_object(json: &[u8]) -> bool {
         .is_some_and(|&b| b == b'{')
 }
 
-/// The document is UTF-8, follows JSON's grammar and is an object; checked without building it.
-fn check_json_object(json: &[u8]) -> Result<(), GatewayError> {
-    let invalid = |e: &dyn std::fmt::Display| {
-        GatewayError::BadRequest(format!("payload is not valid JSON: {e}"))
-    };
-    let text = std::str::from_utf8(json).map_err(|e| invalid(&e))?;
-    serde_json::from_str::<IgnoredAny>(text).map_err(|e| invalid(&e))?;
-    if starts_with_object(json) {
+/// The document follows JSON's grammar and is an object; checked without building it.
+fn check_json_object(text: &str) -> Result<(), GatewayError> {
+    serde_json::from_str::<IgnoredAny>(text).map_err(|e| not_json(&e))?;
+    if starts_with_object(text.as_bytes()) {
         Ok(())
     } else {
         Err(GatewayError::BadRequest(
             "payload is not a JSON object".into(),
         ))
     }
+}
+
+fn not_json(e: &dyn std::fmt::Display) -> GatewayError {
+    GatewayError::BadRequest(format!("payload is not valid JSON: {e}"))
 }

@@ -6,7 +6,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    hermes_bench::init_logging();
+    let _log = hermes_bench::init_logging();
     match hermes_bench::cli_run(std::env::args().skip(1).collect()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

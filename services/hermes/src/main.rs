@@ -15,7 +15,7 @@ fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     // The benchmarks set up and time their own runtimes, so they run before ours exists.
     if args.get(1).map(String::as_str) == Some("bench") {
-        hermes_bench::init_logging();
+        let _log = hermes_bench::init_logging();
         return match hermes_bench::cli_run(args[2..].to_vec()) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -25,7 +25,8 @@ fn main() -> std::process::ExitCode {
         };
     }
     let cli = hermes::cli::Cli::parse();
-    hermes::telemetry::init(cli.log_format);
+    // Held to the end of `main`, so that the last lines (an error on the way out) are written.
+    let _log = hermes::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -178,9 +178,10 @@ fn json_document(headers: &HeaderMap, body: Bytes) -> Result<Bytes, GatewayError
 /// The document must be UTF-8 and follow JSON's grammar (RFC 8259) with an object at the top;
 /// what the grammar leaves open (the range of numbers, whether `\u` escapes pair up, how deep
 /// values nest) is not checked in fields nobody reads. For `push` and `pull_request`, the typed
-/// parse of [`github::decide_text`] reads the whole document, so when it succeeds on UTF-8 that starts
-/// with `{` it has also checked the grammar. Only when it fails is the document checked on its
-/// own, so that malformed JSON is reported as such rather than as a payload that does not fit.
+/// parse of [`github::decide_text`] reads the whole document, so when it succeeds on a document
+/// that starts with `{` it has also checked the grammar. Only when it fails is the document checked
+/// on its own, so that malformed JSON is reported as such rather than as a payload that does not
+/// fit.
 fn check_and_decide(event: &str, json: &[u8]) -> Result<github::Decision, GatewayError> {
     let refused =
         |e: github::PayloadError| GatewayError::BadRequest(format!("{event} payload: {e}"));

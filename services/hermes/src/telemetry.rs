@@ -14,7 +14,8 @@ pub enum LogFormat {
 
 /// Lines waiting for the log writer at most. The buffer is allocated whole: with the crate's
 /// default, 128,000, idle `hermes up` took 34.3 MiB; with this, 31.1 MiB, against 29.2-29.5 MiB
-/// when each handler wrote its own lines to stderr (`hermes-bench --json idle-memory`, alternating).
+/// when each handler wrote its own lines to stderr (`hermes-bench --json idle-memory`, runs
+/// alternating).
 const LINES_BUFFERED: usize = 8_192;
 
 /// Sets up logging to stderr. Lines are written by a thread of their own, so that a request

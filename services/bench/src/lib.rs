@@ -301,25 +301,10 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
 
 /// Logging for `hermes bench` and `hermes-bench`: Hermes's own components run in-process and only
 /// their warnings are of interest (unless `RUST_LOG` says otherwise); the table is the output.
-/// Colours and the log writer as `hermes` has them: colours only at a terminal and without
-/// `NO_COLOR`, lines written by a thread of their own. Keep the guard until the end.
+/// Set up as `hermes` sets up its own (`hermes-telemetry`). Keep the guard until the end.
 #[must_use = "dropping the guard stops the log writer"]
-pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(8_192) // as `hermes`'s telemetry::LINES_BUFFERED
-        .finish(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colours)
-        .with_writer(writer)
-        .try_init()
-        .ok();
-    guard
+pub fn init_logging() -> hermes_telemetry::WorkerGuard {
+    hermes_telemetry::init("warn", false)
 }
 
 /// Runs the benchmark command line (`hermes bench [--json] [SCENARIO…]`): `args` is what follows

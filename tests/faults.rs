@@ -842,3 +842,37 @@ impl DockerProxy {
         });
     }
 }
+
+/// The read model follows the streams through ordered consumers that live in the server's memory:
+/// a NATS restart loses them and the pull requests waiting on them. The projector must notice
+/// within seconds, not the client library's default half minute or more.
+#[test]
+fn after_a_nats_restart_the_read_model_shows_a_new_build_within_15_s() {
+    let mut c = cluster(0, &[]);
+    let before = repo_with("FROM hermes-test-base:latest\nRUN echo before\n");
+    c.push(&before, "d-r1");
+    c.nats.down();
+    c.nats.up();
+    let after = repo_with("FROM hermes-test-base:latest\nRUN echo after\n");
+    wait_for(Duration::from_secs(30), "the gateway to recover", || {
+        (c.core.deliver("push", "d-r2", &push_for(&after)).status() == 202).then_some(())
+    });
+    let accepted = Instant::now();
+    wait_for(
+        Duration::from_secs(120),
+        "the new build in the read model",
+        || {
+            c.core
+                .builds(REPO)
+                .iter()
+                .any(|b| b["commit"] == after.sha.as_str())
+                .then_some(())
+        },
+    );
+    let shown = accepted.elapsed();
+    eprintln!("the build accepted after the NATS restart was shown after {shown:?}");
+    assert!(
+        shown < Duration::from_secs(15),
+        "the read model took {shown:?} to show a build accepted after a NATS restart"
+    );
+}

@@ -4,9 +4,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
-use async_nats::{HeaderMap, connection::State};
+use async_nats::{Event, HeaderMap, connection::State};
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Failures talking to NATS, by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,8 @@ pub struct Bus {
     pub js: jetstream::Context,
     /// The task behind [`Bus::publish_batched`], shared by every clone, started on first use.
     batcher: Arc<OnceLock<mpsc::Sender<crate::batch::Job>>>,
+    /// How many times the client has connected: see [`Bus::connections`].
+    connections: watch::Receiver<u64>,
 }
 
 /// What JetStream said about a published message.
@@ -44,8 +46,16 @@ impl Bus {
     /// Connects to `url` (a comma-separated list of servers is allowed), retrying in the background
     /// if the first attempt fails after `initial` elapsed. Reconnects forever afterwards.
     pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
+        let (connected, connections) = watch::channel(0);
         let client = async_nats::ConnectOptions::new()
             .name(name)
+            // async-nats logs every event itself; this only counts the connections.
+            .event_callback(move |event| {
+                if matches!(event, Event::Connected) {
+                    connected.send_modify(|n| *n += 1);
+                }
+                std::future::ready(())
+            })
             .connection_timeout(Duration::from_secs(2))
             .max_reconnects(None)
             .retry_on_initial_connect()
@@ -61,7 +71,15 @@ impl Bus {
             client,
             js,
             batcher: Default::default(),
+            connections,
         })
+    }
+
+    /// Counts the client's connections: 1 once the first is up, one more after each reconnect.
+    /// What lives only in the server's memory (an ordered consumer, a waiting pull request) may be
+    /// gone after a reconnect; a task that holds such a thing watches this to start it again.
+    pub fn connections(&self) -> watch::Receiver<u64> {
+        self.connections.clone()
     }
 
     /// Connects, waits until the connection is up (at most `within`) and applies the definitions:

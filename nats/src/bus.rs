@@ -23,6 +23,13 @@ pub enum BusError {
     Apply(String),
 }
 
+/// The longest any pull request of Hermes waits on the server (the runners' command requests, the
+/// scheduler's and the projector's streams). async-nats's default is 30 s, and that is also what a
+/// pull whose answer never comes costs: the client asks again only after the expiry and 5 s more
+/// (a benchmark replay once stood still for 34 s, as that timer would). At 2 s a quiet consumer
+/// costs one pull request every 2 s and an idle heartbeat every second.
+pub const PULL_EXPIRES: Duration = Duration::from_secs(2);
+
 /// A connection to NATS and its JetStream context.
 #[derive(Clone, Debug)]
 pub struct Bus {

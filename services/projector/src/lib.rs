@@ -89,13 +89,6 @@ fn decode_log_event(payload: &[u8]) -> Result<LogEvent, serde_json::Error> {
 /// How many of a batch's events (log lines) a message holds.
 type Weigh<T> = fn(&T) -> usize;
 
-/// The longest a pull request of the ordered consumers waits on the server. async-nats's
-/// default is 30 s, and it is also what a pull whose answer never came costs: the client sends
-/// the next one only after the expiry and 5 s more (a replay of the benchmark once stood still
-/// for 34 s, as that timer would). At 2 s a quiet stream costs a pull request every 2 s and an idle
-/// heartbeat every second.
-const PULL_EXPIRES: Duration = Duration::from_secs(2);
-
 /// Decoded events in flight between the receiving task and the writer: two batches' worth, so
 /// the next batch fills while one is written.
 const IN_FLIGHT: usize = 2 * MAX_BATCH;
@@ -136,7 +129,8 @@ async fn follow<T: Send + Sync + 'static>(
             let consumer = stream
                 .create_consumer(OrderedConfig {
                     deliver_policy,
-                    max_expires: PULL_EXPIRES,
+                    // Its pulls expire as all of Hermes's do (the default is 30 s).
+                    max_expires: hermes_nats::PULL_EXPIRES,
                     ..Default::default()
                 })
                 .await

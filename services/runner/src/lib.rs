@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hermes_nats::jetstream::{self, AckKind};
-use hermes_nats::{Bus, definitions};
+use hermes_nats::{Bus, PULL_EXPIRES, definitions};
 use hermes_schemas::events::{BuildEvent, BuildStatus, Finished, Started};
 use hermes_schemas::{BuildCommand, Envelope, LogStream, subjects};
 use time::OffsetDateTime;
@@ -175,9 +175,6 @@ enum Ending {
     /// The runner is shutting down: the command goes back to the queue.
     HandBack,
 }
-
-/// How long one pull request waits for a command.
-const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
 impl Runner {
     /// Asks for one command at a time on an inbox that lives as long as the runner, so a command

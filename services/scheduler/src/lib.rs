@@ -101,7 +101,11 @@ where
     let consumer: jetstream::consumer::PullConsumer =
         stream.get_consumer(consumer).await.map_err(nats)?;
     loop {
-        let mut messages = match consumer.messages().await {
+        let pull = consumer
+            .stream()
+            .expires(hermes_nats::PULL_EXPIRES)
+            .heartbeat(hermes_nats::PULL_EXPIRES / 2);
+        let mut messages = match pull.messages().await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "Cannot pull messages, retrying.");

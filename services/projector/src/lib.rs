@@ -159,6 +159,8 @@ async fn follow<T: Send + Sync + 'static>(
             room.clone(),
             apply,
         ));
+        // The newest sequence handed on: the stream only moves forward from the checkpoint.
+        let mut last = from;
         let ended = loop {
             let item = tokio::select! {
                 () = shutdown.cancelled() => break Ended::Shutdown,
@@ -178,6 +180,13 @@ async fn follow<T: Send + Sync + 'static>(
             let Some(seq) = stream_sequence(&msg) else {
                 continue;
             };
+            if seq <= last {
+                // The client made the consumer again from the stream's first message (it does
+                // when one is lost before it delivered anything); reading on would re-read the
+                // whole stream only to skip it.
+                break Ended::Rewound;
+            }
+            last = seq;
             let event = match decode(&msg.payload) {
                 Ok(event) => event,
                 Err(e) => {
@@ -210,6 +219,13 @@ async fn follow<T: Send + Sync + 'static>(
                 );
                 continue 'reconnect;
             }
+            Ended::Rewound => {
+                tracing::info!(
+                    stream = stream_name,
+                    "The consumer went back to the stream's start: following again from the checkpoint."
+                );
+                continue 'reconnect;
+            }
             Ended::Stream | Ended::Writer => continue 'reconnect,
         }
     }
@@ -220,6 +236,9 @@ enum Ended {
     Shutdown,
     /// The client reconnected: the server may have lost the consumer (a restart does).
     Reconnected,
+    /// A message at or before one already handed on: the client's ordered consumer started
+    /// again from the stream's first message.
+    Rewound,
     Stream,
     Writer,
 }

@@ -177,28 +177,45 @@ enum Ending {
 }
 
 impl Runner {
-    /// Asks for one command at a time on an inbox that lives as long as the runner, so a command
+    /// Asks for one command at a time on an inbox that outlives each request, so a command
     /// delivered just as a request expires still arrives here, instead of vanishing into a
     /// dropped inbox until its lease runs out. A new request goes out only when the last one is
     /// answered (a command or a status), so the runner never holds a command it has not started.
+    ///
+    /// A request that is never answered (NATS restarted, froze, or was out of reach) is replaced
+    /// on a new inbox: the old one may still reach the server late (a client queues what it
+    /// cannot send, a frozen server reads it when it resumes), and answered on the same inbox it
+    /// would make two requests out of one for good, each fetching a command that waits unstarted
+    /// while the runner builds the other. No request is asked for while the client is
+    /// disconnected.
     async fn take_work(
         &self,
         consumer: &jetstream::consumer::PullConsumer,
         shutdown: &CancellationToken,
     ) -> Result<(), RunnerError> {
-        let inbox = self.bus.client.new_inbox();
-        let mut deliveries = self
-            .bus
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| RunnerError::Nats(e.to_string()))?;
+        let subscribe = || async {
+            let inbox = self.bus.client.new_inbox();
+            let deliveries = self
+                .bus
+                .client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| RunnerError::Nats(e.to_string()))?;
+            Ok::<_, RunnerError>((inbox, deliveries))
+        };
+        let (mut inbox, mut deliveries) = subscribe().await?;
         // When the request in flight must be answered by, at the latest.
         let mut pending: Option<Instant> = None;
         loop {
             if pending.is_none() {
                 if shutdown.is_cancelled() {
                     return Ok(());
+                }
+                if !self.bus.is_connected() {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
                 }
                 let request = jetstream::consumer::pull::BatchConfig {
                     batch: 1,
@@ -220,6 +237,8 @@ impl Runner {
             }
             let answer_by = pending.unwrap_or_else(Instant::now);
             tokio::select! {
+                // An answer that is there wins over a deadline that has passed with it.
+                biased;
                 msg = deliveries.next() => {
                     let Some(msg) = msg else {
                         return Err(RunnerError::Nats("the command inbox closed".into()));
@@ -247,7 +266,8 @@ impl Runner {
                     self.handle(msg, shutdown).await;
                 }
                 () = tokio::time::sleep_until(answer_by) => {
-                    // No answer at all (NATS restarted?): ask again.
+                    // No answer at all: ask again, on a new inbox (see above).
+                    (inbox, deliveries) = subscribe().await?;
                     pending = None;
                 }
             }

@@ -57,15 +57,13 @@ async fn log_consumers(bus: &Bus) -> Vec<(String, DeliverPolicy)> {
 async fn a_consumer_lost_before_its_first_message_is_followed_again_from_the_checkpoint() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = NatsServer::start(dir.path(), 0).await.expect("nats-server");
-    let bus = Bus::connect(server.url(), "projector-consumer-test")
-        .await
-        .expect("connect");
-    bus.wait_connected(Duration::from_secs(10))
-        .await
-        .expect("connected");
-    hermes_nats::definitions::apply(&bus.js)
-        .await
-        .expect("streams");
+    let bus = Bus::connect_with_definitions(
+        server.url(),
+        "projector-consumer-test",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("connected, with the definitions");
     for n in 1..=LINES {
         publish_line(&bus, n).await;
     }

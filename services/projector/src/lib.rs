@@ -164,7 +164,7 @@ async fn follow<T: Send + Sync + 'static>(
         let ended = loop {
             let item = tokio::select! {
                 () = shutdown.cancelled() => break Ended::Shutdown,
-                Ok(()) = connections.changed() => break Ended::Reconnected,
+                Ok(()) = connections.changed() => break Ended::Restart("reconnected to NATS"),
                 m = messages.next() => m,
             };
             let Some(item) = item else {
@@ -184,7 +184,7 @@ async fn follow<T: Send + Sync + 'static>(
                 // The client made the consumer again from the stream's first message (it does
                 // when one is lost before it delivered anything); reading on would re-read the
                 // whole stream only to skip it.
-                break Ended::Rewound;
+                break Ended::Restart("the consumer went back to the stream's start");
             }
             last = seq;
             let event = match decode(&msg.payload) {
@@ -212,17 +212,11 @@ async fn follow<T: Send + Sync + 'static>(
             .map_err(|e| ProjectorError::Nats(e.to_string()))??;
         match ended {
             Ended::Shutdown => return Ok(()),
-            Ended::Reconnected => {
+            Ended::Restart(why) => {
                 tracing::info!(
                     stream = stream_name,
-                    "Reconnected to NATS: following the stream again from the checkpoint."
-                );
-                continue 'reconnect;
-            }
-            Ended::Rewound => {
-                tracing::info!(
-                    stream = stream_name,
-                    "The consumer went back to the stream's start: following again from the checkpoint."
+                    why,
+                    "Following the stream again from the checkpoint."
                 );
                 continue 'reconnect;
             }
@@ -234,11 +228,11 @@ async fn follow<T: Send + Sync + 'static>(
 /// Why the receiving loop stopped.
 enum Ended {
     Shutdown,
-    /// The client reconnected: the server may have lost the consumer (a restart does).
-    Reconnected,
-    /// A message at or before one already handed on: the client's ordered consumer started
-    /// again from the stream's first message.
-    Rewound,
+    /// The consumer must start again from the checkpoint, for the reason given: the client
+    /// reconnected (the server may have lost the consumer: a restart does), or a message came at
+    /// or before one already handed on (the client made the consumer again from the stream's
+    /// first message).
+    Restart(&'static str),
     Stream,
     Writer,
 }

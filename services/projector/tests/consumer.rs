@@ -42,6 +42,24 @@ async fn wait_for_checkpoint(store: &Store, at_least: u64) {
     .unwrap_or_else(|_| panic!("the checkpoint did not reach {at_least} within 30 s"));
 }
 
+/// Waits (at most `within`) until a consumer on the log stream satisfies `found`.
+async fn wait_for_consumer(
+    bus: &Bus,
+    within: Duration,
+    found: impl Fn(&str, &DeliverPolicy) -> bool,
+) -> Result<(), tokio::time::error::Elapsed> {
+    tokio::time::timeout(within, async {
+        while !log_consumers(bus)
+            .await
+            .iter()
+            .any(|(name, policy)| found(name, policy))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 /// Where each consumer on the log stream starts, by name.
 async fn log_consumers(bus: &Bus) -> Vec<(String, DeliverPolicy)> {
     let stream = bus.js.get_stream(LOGS_STREAM).await.expect("log stream");
@@ -91,14 +109,8 @@ async fn a_consumer_lost_before_its_first_message_is_followed_again_from_the_che
     let from_checkpoint = DeliverPolicy::ByStartSequence {
         start_sequence: LINES + 1,
     };
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !log_consumers(&bus)
-            .await
-            .iter()
-            .any(|(_, policy)| *policy == from_checkpoint)
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    wait_for_consumer(&bus, Duration::from_secs(10), |_, policy| {
+        *policy == from_checkpoint
     })
     .await
     .expect("the second run's consumer starts after the checkpoint");
@@ -115,14 +127,8 @@ async fn a_consumer_lost_before_its_first_message_is_followed_again_from_the_che
         stream.delete_consumer(name).await.expect("delete consumer");
     }
 
-    let again = tokio::time::timeout(Duration::from_secs(15), async {
-        while !log_consumers(&bus)
-            .await
-            .iter()
-            .any(|(name, policy)| !lost.contains(name) && *policy == from_checkpoint)
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let again = wait_for_consumer(&bus, Duration::from_secs(15), |name, policy| {
+        !lost.contains(name) && *policy == from_checkpoint
     })
     .await;
     let consumers = log_consumers(&bus).await;

@@ -214,7 +214,7 @@ impl Runner {
                 if !self.bus.is_connected() {
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        _ = self.bus.wait_connected(Duration::from_secs(1)) => continue,
                     }
                 }
                 let request = jetstream::consumer::pull::BatchConfig {

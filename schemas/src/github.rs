@@ -44,6 +44,12 @@ struct Push {
     #[serde(default)]
     deleted: bool,
     repository: Repository,
+    head_commit: Option<HeadCommit>,
+}
+
+#[derive(Deserialize)]
+struct HeadCommit {
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -104,7 +110,14 @@ pub fn decide_text(event: &str, body: &str) -> Result<Decision, PayloadError> {
             if p.deleted {
                 return Ok(Decision::Skip(format!("push deleted {}", p.git_ref)));
             }
-            let commit = commit(&p.after, "after")?;
+            // An annotated tag's `after` is the tag object, not a commit; `head_commit` is the
+            // commit it points to (a branch's `after` and `head_commit.id` are the same).
+            let commit = match &p.head_commit {
+                Some(head) if p.git_ref.starts_with("refs/tags/") => {
+                    commit(&head.id, "head_commit.id")?
+                }
+                _ => commit(&p.after, "after")?,
+            };
             if commit.is_zero() {
                 return Ok(Decision::Skip(format!(
                     "push of {} has no commit",
@@ -211,6 +224,49 @@ mod tests {
             decide("push", &push(&"0".repeat(40), true, "o/r")),
             Ok(Decision::Skip(_))
         ));
+    }
+
+    /// An annotated tag's `after` names the tag object; the build is of the commit it tags.
+    #[test]
+    fn an_annotated_tag_push_builds_the_tagged_commit() {
+        let tag_object = "fedcba9876543210fedcba9876543210fedcba98";
+        let body = |git_ref: &str| {
+            serde_json::json!({
+                "ref": git_ref, "after": tag_object, "deleted": false,
+                "head_commit": {"id": SHA},
+                "repository": {"full_name": "o/r", "clone_url": "https://github.com/o/r.git"}
+            })
+            .to_string()
+        };
+        let Decision::Build(b) = decide("push", body("refs/tags/v1").as_bytes()).expect("valid")
+        else {
+            panic!("expected a build");
+        };
+        assert_eq!(b.commit.as_str(), SHA);
+        assert_eq!(b.git_ref, "refs/tags/v1");
+        // A branch builds `after`, as GitHub documents it.
+        let Decision::Build(b) = decide("push", body("refs/heads/main").as_bytes()).expect("valid")
+        else {
+            panic!("expected a build");
+        };
+        assert_eq!(b.commit.as_str(), tag_object);
+        // A lightweight tag from the fixtures: `after` and `head_commit.id` agree.
+        let fixtures = std::env::var_os("HERMES_FIXTURES").map_or_else(
+            || {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../shared/fixtures/github")
+            },
+            std::path::PathBuf::from,
+        );
+        let path = fixtures.join("push/go-scm.push_tag.json");
+        let fixture = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let Decision::Build(b) = decide("push", &fixture).expect("valid") else {
+            panic!("expected a build");
+        };
+        assert_eq!(
+            b.commit.as_str(),
+            "d2b75aa7797ec26b088fa2dd527e9d2c052fcedd"
+        );
     }
 
     /// JSON is UTF-8 (RFC 8259): a byte that is not is refused even in a field nobody reads.

@@ -274,6 +274,28 @@ fn sigterm_hands_a_running_build_back_at_once() {
     );
 }
 
+/// The build shows `running` with no runner on it (its runner handed it back, or died): the
+/// scheduler's end of it loses to the started attempt, so the runner that takes it next ends it.
+#[test]
+fn cancelling_a_build_whose_runner_left_ends_it_canceled() {
+    let mut c = cluster(1, &[("HERMES_SHUTDOWN_GRACE", "1s")]);
+    let repo = repo_with("FROM hermes-test-base:latest\nRUN echo started && sleep 30\n");
+    let id = c.push(&repo, "d-cancel-orphan");
+    running_after_start(&c.core, &id);
+    c.runner_named("runner-a").term();
+    wait_for(Duration::from_secs(20), "the runner to exit", || {
+        c.runner_named("runner-a").exited().then_some(())
+    });
+    let path = format!("/api/builds/{id}/cancel");
+    assert_eq!(c.core.post(&path, Some(API_TOKEN)).0, 202);
+    c.add_runner("runner-b", &[]);
+    let done = c
+        .core
+        .wait_build(&id, Duration::from_secs(30), "the end", is_final);
+    assert_eq!(done["status"], "canceled", "{done:#}");
+    assert_eq!(done["attempt"], 2, "{done:#}");
+}
+
 #[test]
 fn cancel_needs_the_token_and_stops_a_running_build_within_5_s() {
     let c = cluster(1, &[]);
@@ -759,6 +781,21 @@ fn broken_pipelines_and_hostile_repositories_end_errored_with_precise_reasons() 
         assert!(error.contains(reason), "{error:?} should say {reason:?}");
         assert!(c.core.log_of(&id).contains(reason), "the log says why too");
     }
+    // A Hermes.yaml that links to a file of the runner's host is not followed: the file's text
+    // (here a made-up credential) must not reach the build's error or log.
+    let secret = c.data.path().join("host-secret");
+    std::fs::write(&secret, "https://user:s3cret-marker@example.invalid\n").expect("secret");
+    let repo = Repo::new(&[("Dockerfile", "FROM hermes-test-base:latest\n")])
+        .symlink("Hermes.yaml", &secret);
+    let id = c.push(&repo, "d-broken-link");
+    let done = c
+        .core
+        .wait_build(&id, Duration::from_secs(60), "the end", is_final);
+    assert_eq!(done["status"], "errored", "{done:#}");
+    let error = done["error"].as_str().expect("why");
+    assert!(error.contains("symbolic link"), "{error:?}");
+    assert!(!error.contains("s3cret-marker"), "{error:?}");
+    assert!(!c.core.log_of(&id).contains("s3cret-marker"));
     // A clone URL outside HERMES_CLONE_ALLOW is never fetched.
     let repo = repo_with("FROM hermes-test-base:latest\n");
     let body = replace(

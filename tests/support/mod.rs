@@ -191,6 +191,12 @@ impl Repo {
         self
     }
 
+    /// Adds a commit with a symbolic link `name` -> `target`.
+    pub fn symlink(self, name: &str, target: &Path) -> Self {
+        std::os::unix::fs::symlink(target, self.dir.path().join(name)).expect("symlink");
+        self.commit(&[])
+    }
+
     pub fn url(&self) -> String {
         format!("file://{}", self.dir.path().display())
     }

@@ -116,6 +116,8 @@ async fn git(
         .env("GIT_ASKPASS", "true")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .stdin(Stdio::null())
+        // A cancel, a timeout or a hand-back drops the attempt: git must not fetch on.
+        .kill_on_drop(true)
         .output()
         .await
         .map_err(|e| CheckoutError::Git {

@@ -320,6 +320,13 @@ impl Runner {
         };
         if self.cancel_requested(&command).await {
             tracing::info!("Build was canceled before it started.");
+            // The scheduler ends a queued build itself, but its end (attempt 0) loses to an
+            // attempt that had started: a build whose runner died or handed it back would stay
+            // `running` for good. This attempt ends it, unless an end is stored already.
+            if !self.has_ended(&command).await {
+                self.finish(&command, attempt, BuildStatus::Canceled, None)
+                    .await;
+            }
             self.ack(&msg).await;
             return;
         }
@@ -366,12 +373,32 @@ impl Runner {
         let grace = self.config.shutdown_grace;
         let ending = {
             let work = self.attempt(&command, &dir, &tag, started, &mut log);
+            // A cancel arrives on the subscription; it is looked for in the stream again after
+            // a reconnect and every third of the lease, since a core message sent while this
+            // runner was cut off (or before its interest reached the cluster) is not resent.
             let canceled = async {
-                match cancel.as_mut() {
-                    Some(sub) => {
-                        sub.next().await;
+                let mut connections = self.bus.connections();
+                connections.borrow_and_update();
+                let recheck = (self.config.lease / 3).max(Duration::from_secs(1));
+                loop {
+                    let heard = async {
+                        match cancel.as_mut() {
+                            Some(sub) => sub.next().await.is_some(),
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        heard = heard => if heard {
+                            return;
+                        } else {
+                            cancel = None;
+                        },
+                        Ok(()) = connections.changed() => {}
+                        () = tokio::time::sleep(recheck) => {}
                     }
-                    None => std::future::pending::<()>().await,
+                    if self.cancel_requested(&command).await {
+                        return;
+                    }
                 }
             };
             let handed_back = async {
@@ -485,21 +512,36 @@ impl Runner {
         .await;
     }
 
-    /// The newer attempt of this build that has started, if any.
-    async fn superseded_by(&self, command: &BuildCommand, attempt: u32) -> Option<u32> {
+    /// The attempt of the last stored `build.<event>` of this build, if there is one.
+    async fn last_attempt_of(&self, command: &BuildCommand, event: &str) -> Option<u32> {
         let stream = self
             .bus
             .js
             .get_stream_no_info(subjects::BUILDS_STREAM)
             .await
             .ok()?;
-        let subject = subjects::build_event(&command.repo, &command.build_id, "started");
+        let subject = subjects::build_event(&command.repo, &command.build_id, event);
         let last = stream
             .get_last_raw_message_by_subject(&subject)
             .await
             .ok()?;
         let event: Envelope = serde_json::from_slice(&last.payload).ok()?;
-        (event.attempt > attempt).then_some(event.attempt)
+        Some(event.attempt)
+    }
+
+    /// Whether the build has ended: an end is stored of its last started attempt or a newer one
+    /// (the scheduler's end of a queued build is attempt 0, and counts only if none started).
+    async fn has_ended(&self, command: &BuildCommand) -> bool {
+        let Some(ended) = self.last_attempt_of(command, "finished").await else {
+            return false;
+        };
+        ended >= self.last_attempt_of(command, "started").await.unwrap_or(0)
+    }
+
+    /// The newer attempt of this build that has started, if any.
+    async fn superseded_by(&self, command: &BuildCommand, attempt: u32) -> Option<u32> {
+        let started = self.last_attempt_of(command, "started").await?;
+        (started > attempt).then_some(started)
     }
 
     /// True when a cancel of the build is on the control stream.
@@ -594,14 +636,7 @@ impl Runner {
             .await
             .map_err(|e| errored(e.to_string()))?;
 
-        let text = tokio::fs::read_to_string(dir.join(pipeline::FILE))
-            .await
-            .map_err(|_| {
-                errored(format!(
-                    "{} not found at the repository root",
-                    pipeline::FILE
-                ))
-            })?;
+        let text = pipeline::read(dir).await.map_err(errored)?;
         let pipeline = pipeline::parse(&text).map_err(|e| errored(e.to_string()))?;
         log.line(
             LogStream::System,

@@ -181,6 +181,23 @@ fn the_same_delivery_twice_is_one_build() {
     });
     let builds = hermes.builds(REPO);
     assert_eq!(builds.len(), 1, "{builds:#?}\n{}", hermes.logs());
+    let log = hermes.log_of(builds[0]["id"].as_str().expect("id"));
+    // GitHub's "Redeliver" keeps the delivery id; past the 10-minute duplicate window the gateway
+    // records it again. It is still the same build, and nothing runs it again.
+    let events = nats.stream_messages("HERMES_BUILDS");
+    nats.pass_duplicate_windows(&["HERMES_WEBHOOKS", "HERMES_BUILDS", "HERMES_JOBS"]);
+    nats.record_delivery_again(1);
+    wait_for(Duration::from_secs(30), "scheduler idle", || {
+        nats.scheduler_idle().then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        nats.stream_messages("HERMES_BUILDS"),
+        events,
+        "no new build event"
+    );
+    assert_eq!(hermes.builds(REPO).len(), 1);
+    assert_eq!(hermes.log_of(builds[0]["id"].as_str().expect("id")), log);
     // A different delivery of the same push is a second build, numbered 2.
     let other = hermes.deliver("push", "d-other", &body);
     let status = other.status();

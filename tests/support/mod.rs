@@ -289,6 +289,43 @@ impl Nats {
         })
     }
 
+    /// Records delivery `seq` of `HERMES_WEBHOOKS` again under a new `Nats-Msg-Id`, headers and
+    /// body unchanged: what the gateway records when GitHub redelivers it after the stream's
+    /// duplicate window.
+    pub fn record_delivery_again(&self, seq: u64) {
+        let bus = self.bus();
+        self.rt.block_on(async {
+            let stream = bus.js.get_stream("HERMES_WEBHOOKS").await.expect("stream");
+            let m = stream
+                .get_raw_message(seq)
+                .await
+                .expect("recorded delivery");
+            let mut headers = m.headers.clone();
+            headers.insert("Nats-Msg-Id", format!("recorded-again-{seq}").as_str());
+            bus.js
+                .publish_with_headers(m.subject.to_string(), headers, m.payload)
+                .await
+                .expect("publish")
+                .await
+                .expect("stored");
+        })
+    }
+
+    /// Shortens the duplicate window of `streams` to 100 ms and waits it out: a test stands for
+    /// what happens after the real (10-minute) window has passed.
+    pub fn pass_duplicate_windows(&self, streams: &[&str]) {
+        let bus = self.bus();
+        self.rt.block_on(async {
+            for name in streams {
+                let mut stream = bus.js.get_stream(*name).await.expect("stream");
+                let mut config = stream.info().await.expect("info").config.clone();
+                config.duplicate_window = Duration::from_millis(100);
+                bus.js.update_stream(config).await.expect("update stream");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        })
+    }
+
     /// True when the scheduler has handled every delivery recorded so far.
     pub fn scheduler_idle(&self) -> bool {
         let bus = self.bus();

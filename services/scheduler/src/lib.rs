@@ -40,6 +40,11 @@ fn nats<E: std::fmt::Display>(e: E) -> SchedulerError {
 struct BuildRecord {
     repo: RepoName,
     queued: Queued,
+    /// Set once `build.queued` and the command are stored. A delivery handled again after that
+    /// (GitHub's "Redeliver" keeps the delivery id, and may come after the streams' 10-minute
+    /// duplicate window) publishes nothing: the command would otherwise run the build again.
+    #[serde(default)]
+    scheduled: bool,
 }
 
 /// Runs until `shutdown` is cancelled.
@@ -81,8 +86,9 @@ pub async fn run(
             },
         )
     };
-    let (a, b) = tokio::join!(deliveries, control);
-    a.and(b)
+    // The first to fail stops both, so the service exits (and is restarted) rather than going on
+    // half deaf.
+    tokio::try_join!(deliveries, control).map(|_| ())
 }
 
 /// Pulls from a durable consumer and hands each message to `handle`, one at a time, in order.
@@ -296,12 +302,17 @@ impl Scheduler {
         queued: Queued,
     ) -> Result<(), SchedulerError> {
         let record = match self.record(&build_id).await? {
+            Some(r) if r.scheduled => {
+                tracing::info!(build = %build_id, "Build was scheduled before; nothing to do.");
+                return Ok(());
+            }
             Some(r) => r,
             None => {
                 let number = self.next_number(&repo).await?;
                 let record = BuildRecord {
                     repo,
                     queued: Queued { number, ..queued },
+                    scheduled: false,
                 };
                 let value = serde_json::to_vec(&record).map_err(nats)?;
                 match self
@@ -319,7 +330,13 @@ impl Scheduler {
                 }
             }
         };
-        let BuildRecord { repo, queued } = record;
+        let key = definitions::build_key(&build_id);
+        let done = serde_json::to_vec(&BuildRecord {
+            scheduled: true,
+            ..record.clone()
+        })
+        .map_err(nats)?;
+        let BuildRecord { repo, queued, .. } = record;
         let number = queued.number;
         let command = BuildCommand::new(
             build_id.clone(),
@@ -343,6 +360,9 @@ impl Scheduler {
         self.bus
             .publish_json(subjects::build_command(&self.pool), &command.id(), &command)
             .await?;
+        // Were this lost (a crash), the delivery comes back within its ack wait, well inside
+        // the duplicate window, and publishing again stores nothing new.
+        self.store.put(key, done.into()).await.map_err(nats)?;
         tracing::info!(build = %build_id, number, "Build queued.");
         Ok(())
     }

@@ -296,6 +296,38 @@ fn cancelling_a_build_whose_runner_left_ends_it_canceled() {
     assert_eq!(done["attempt"], 2, "{done:#}");
 }
 
+/// A browser watching a build's live log must not keep `hermes up` from stopping: the live log
+/// ends (the page's `EventSource` resumes after its last line on the next server).
+#[test]
+fn sigterm_stops_hermes_up_while_a_live_log_is_open() {
+    let mut c = cluster(0, &[]);
+    let repo = repo_with("FROM hermes-test-base:latest\n");
+    // No runner: the build stays queued, and its live log open.
+    let id = c.push(&repo, "d-live-term");
+    let url = format!("{}/api/builds/{id}/logs/stream", c.core.base);
+    let watcher = std::thread::spawn(move || {
+        let r = reqwest::blocking::get(url).expect("the live log opens");
+        assert_eq!(r.status(), 200);
+        r.text()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !watcher.is_finished(),
+        "the live log of a queued build stays open"
+    );
+    c.core.term();
+    let termed = Instant::now();
+    wait_for(Duration::from_secs(15), "hermes up to exit", || {
+        c.core.exited().then_some(())
+    });
+    eprintln!(
+        "hermes up exited {:?} after SIGTERM with a live log open",
+        termed.elapsed()
+    );
+    let ended = watcher.join().expect("watcher");
+    assert!(ended.is_ok(), "the live log ends cleanly: {ended:?}");
+}
+
 #[test]
 fn cancel_needs_the_token_and_stops_a_running_build_within_5_s() {
     let c = cluster(1, &[]);

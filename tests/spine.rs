@@ -102,6 +102,33 @@ fn signed_push_builds_the_commit_and_serves_status_and_every_log_line() {
         events.trim_end().ends_with("event: end\ndata: succeeded"),
         "{events}"
     );
+    // A client that comes back with `Last-Event-ID` (as `EventSource` does) gets the lines after.
+    let lines: Vec<(&str, &str)> = events
+        .split("\n\n")
+        .filter_map(|e| {
+            let id = e.lines().find_map(|l| l.strip_prefix("id: "))?;
+            Some((id, e.lines().find_map(|l| l.strip_prefix("data: "))?))
+        })
+        .collect();
+    let half = lines.len() / 2;
+    let resumed = reqwest::blocking::Client::new()
+        .get(format!("{}/api/builds/{id}/logs/stream", hermes.base))
+        .header("Last-Event-ID", lines[half].0)
+        .send()
+        .expect("GET")
+        .text()
+        .expect("the stream ends");
+    let resumed: Vec<&str> = resumed
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    let after: Vec<&str> = lines[half + 1..].iter().map(|(_, d)| *d).collect();
+    assert_eq!(
+        resumed[..resumed.len() - 1],
+        after[..],
+        "resumed after {}",
+        lines[half].0
+    );
 
     // The web page is served beside the API.
     let page = hermes.get("/");

@@ -87,7 +87,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     )
     .await?;
 
-    let router = hermes_projector::api::router(store, nats.bus.clone())
+    let router = hermes_projector::api::router(store, nats.bus.clone(), shutdown.clone())
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let addr = support::serve(router, shutdown.clone()).await?;
     // Every request is formatted once, when wrk loads the script; each request then picks one at

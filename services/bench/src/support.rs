@@ -723,7 +723,11 @@ impl Hermes {
             }
         }));
         let app = hermes_gateway::router(gateway_state(bus.clone()))
-            .merge(hermes_projector::api::router(store.clone(), bus))
+            .merge(hermes_projector::api::router(
+                store.clone(),
+                bus,
+                shutdown.clone(),
+            ))
             .layer(tower_http::trace::TraceLayer::new_for_http());
         let addr = serve(app, shutdown.clone()).await?;
         Ok(Self {

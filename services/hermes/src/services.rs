@@ -173,11 +173,23 @@ async fn serve(listen: SocketAddr, app: Router, shutdown: CancellationToken) -> 
             tracing::debug!(error = %e, "TCP_NODELAY not set.");
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("HTTP server")
+    let drained = shutdown.clone();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { drained.cancelled().await })
+        .into_future();
+    // A graceful shutdown waits for the answers in flight, but no longer than DRAIN: a client that
+    // keeps its connection busy must not keep the process up.
+    tokio::select! {
+        result = server => result.context("HTTP server"),
+        () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN).await } => {
+            tracing::warn!("Connections still open {DRAIN:?} after shutdown began; closing them.");
+            Ok(())
+        }
+    }
 }
+
+/// How long a shutting-down server waits for its connections.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// Sends what the client still buffers (acks are plain publishes) before the process exits.
 async fn flush(bus: &Bus) {
@@ -230,7 +242,11 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     tasks.spawn(async move { hermes_projector::run(b, st, s).await.context("projector") });
     let app = health()
         .merge(hermes_gateway::router(gateway_state(common, bus.clone())?))
-        .merge(hermes_projector::api::router(store, bus.clone()));
+        .merge(hermes_projector::api::router(
+            store,
+            bus.clone(),
+            shutdown.clone(),
+        ));
     let (listen, s) = (common.listen, shutdown.clone());
     tasks.spawn(async move { serve(listen, app, s).await });
     let result = supervise(tasks, shutdown).await;
@@ -277,7 +293,7 @@ pub async fn projector(common: Common, shutdown: CancellationToken) -> anyhow::R
     let mut tasks = JoinSet::new();
     let (b, s, st) = (bus.clone(), shutdown.clone(), store.clone());
     tasks.spawn(async move { hermes_projector::run(b, st, s).await.context("projector") });
-    let app = health().merge(hermes_projector::api::router(store, bus));
+    let app = health().merge(hermes_projector::api::router(store, bus, shutdown.clone()));
     let (listen, s) = (common.listen, shutdown.clone());
     tasks.spawn(async move { serve(listen, app, s).await });
     supervise(tasks, shutdown).await

@@ -18,6 +18,7 @@ use hermes_nats::Bus;
 use hermes_schemas::{decode_log, subjects};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
 use bytes::Bytes;
 
@@ -55,12 +56,15 @@ impl From<crate::StoreError> for ApiError {
     }
 }
 
-pub fn router(store: Store, bus: Bus) -> Router {
+/// The query API. `shutdown` ends the live logs, so that a graceful shutdown of the server need
+/// not wait for their clients (a reconnecting `EventSource` resumes after its last line).
+pub fn router(store: Store, bus: Bus, shutdown: CancellationToken) -> Router {
     let live = Router::new()
         .route("/api/builds/{id}/logs/stream", get(stream_logs))
         .with_state(Live {
             store: store.clone(),
             bus,
+            shutdown,
         });
     Router::new()
         .route("/", get(page))
@@ -75,6 +79,7 @@ pub fn router(store: Store, bus: Bus) -> Router {
 struct Live {
     store: Store,
     bus: Bus,
+    shutdown: CancellationToken,
 }
 
 /// The web page: a list of builds and a live log, reading only this API.
@@ -142,14 +147,22 @@ async fn logs(State(store): State<Store>, Path(id): Path<String>) -> Result<Resp
 
 use crate::store::LogPosition as Position;
 
+/// How long the live log waits for the read model to hold what JetStream holds (a gap, or the end).
+const CATCH_UP: Duration = Duration::from_secs(30);
+/// How often the live log looks at the read model for a build's end, besides hearing it live.
+const END_CHECK: Duration = Duration::from_secs(1);
+
 /// The log so far, then every new line as it is published, as server-sent events (`id:
-/// <attempt>.<line>`, `data: <text>`); a last `end` event carries the final status.
+/// <attempt>.<line>`, `data: <text>`); a last `end` event carries the final status. A client that
+/// reconnects with `Last-Event-ID` gets the lines after that one.
 ///
 /// New lines come straight from the NATS subject, not through the read model, so they reach the
-/// client as soon as the runner publishes them.
+/// client as soon as the runner publishes them; what the subscription missed (lines published
+/// before it began) comes from the read model once it holds them.
 async fn stream_logs(
     State(live): State<Live>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let store = live.store.clone();
     let lookup = id.clone();
@@ -165,129 +178,174 @@ async fn stream_logs(
         })
     };
     // Subscribe before reading what is stored, so no line falls between the two.
-    let lines = subscribe(subjects::log(&build.repo, &build.id)).await?;
+    let subject = subjects::log(&build.repo, &build.id);
+    let lines = subscribe(subject.clone()).await?;
     let finished = subscribe(subjects::build_event(&build.repo, &build.id, "finished")).await?;
     let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(follow_log(live.store, id, lines, finished, tx));
+    let follow = Follow {
+        live,
+        id,
+        subject,
+        last: last_event_id(&headers).unwrap_or((0, 0)),
+        tx,
+    };
+    tokio::spawn(follow.run(lines, finished));
     Ok(Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
-async fn follow_log(
-    store: Store,
-    id: String,
-    mut lines: hermes_nats::Subscriber,
-    mut finished: hermes_nats::Subscriber,
-    tx: mpsc::Sender<Result<Event, Infallible>>,
-) {
-    let mut last: Position = (0, 0);
-    let send = |pos: Position, text: String| {
-        Event::default()
-            .id(format!("{}.{}", pos.0, pos.1))
-            .data(text)
-    };
-    // What the read model has, then whatever arrives live.
-    if !send_stored(&store, &id, &mut last, None, &tx, send).await {
-        return;
-    }
-    let status = |store: &Store| store.build(&id).ok().flatten().map(|b| b.status);
-    if status(&store).is_some_and(|s| s.is_final()) {
-        let s = status(&store).map(|s| s.as_str()).unwrap_or("unknown");
-        if tx
-            .send(Ok(Event::default().event("end").data(s)))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        return;
-    }
-    loop {
-        tokio::select! {
-            () = tx.closed() => return,
-            msg = lines.next() => {
-                let Some(msg) = msg else { return };
-                // One line, or a run of them (`log.lines`).
-                let Ok(event) = decode_log(&msg.payload) else { continue };
-                for line in event {
-                    let pos = (line.attempt, line.line);
-                    if pos <= last {
-                        continue;
-                    }
-                    // A line the subscription missed (published before it began) is in the read
-                    // model, or soon will be.
-                    let contiguous = pos.0 != last.0 || pos.1 == last.1 + 1;
-                    if !contiguous && !send_stored(&store, &id, &mut last, Some(pos), &tx, send).await {
-                        return;
-                    }
-                    if pos > last {
-                        last = pos;
-                        if tx.send(Ok(send(pos, line.text))).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            msg = finished.next() => {
-                if msg.is_none() {
-                    return;
-                }
-                // The runner stores every line before it reports the end; give the read model a
-                // moment to show the end, then send what is left.
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-                while !status(&store).is_some_and(|s| s.is_final()) && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                let Some(s) = status(&store).filter(|s| s.is_final()) else { continue };
-                while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(100), lines.next()).await {
-                    for line in decode_log(&msg.payload).unwrap_or_default() {
-                        if (line.attempt, line.line) > last {
-                            last = (line.attempt, line.line);
-                            if tx.send(Ok(send(last, line.text))).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                if !send_stored(&store, &id, &mut last, None, &tx, send).await {
-                    return;
-                }
-                if tx.send(Ok(Event::default().event("end").data(s.as_str()))).await.is_err() {
-                    return;
-                }
-                return;
-            }
-        }
-    }
+/// The position of the `Last-Event-ID` a reconnecting `EventSource` sends: `<attempt>.<line>`.
+fn last_event_id(headers: &axum::http::HeaderMap) -> Option<Position> {
+    let (attempt, line) = headers
+        .get("last-event-id")?
+        .to_str()
+        .ok()?
+        .split_once('.')?;
+    Some((attempt.parse().ok()?, line.parse().ok()?))
 }
 
-/// Sends the stored lines after `last` (and before `until`, when given; waiting up to a second
-/// for the read model to catch up to it). False when the client is gone.
-async fn send_stored(
-    store: &Store,
-    id: &str,
-    last: &mut Position,
-    until: Option<Position>,
-    tx: &mpsc::Sender<Result<Event, Infallible>>,
-    send: impl Fn(Position, String) -> Event,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-    loop {
-        let rows = store.log_after(id, *last).unwrap_or_default();
+/// Whether `pos` is the line right after `last`: the next line of its attempt, or the first line
+/// of a newer one.
+fn follows(last: Position, pos: Position) -> bool {
+    (pos.0 == last.0 && pos.1 == last.1 + 1) || (pos.0 > last.0 && pos.1 == 1)
+}
+
+/// One client's live log.
+struct Follow {
+    live: Live,
+    id: String,
+    /// The build's log subject.
+    subject: String,
+    /// The last line sent.
+    last: Position,
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+}
+
+/// Why the live log stopped early.
+struct Gone;
+
+impl Follow {
+    async fn run(
+        mut self,
+        mut lines: hermes_nats::Subscriber,
+        mut finished: hermes_nats::Subscriber,
+    ) {
+        let shutdown = self.live.shutdown.clone();
+        tokio::select! {
+            _ = self.follow(&mut lines, &mut finished) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+
+    async fn follow(
+        &mut self,
+        lines: &mut hermes_nats::Subscriber,
+        finished: &mut hermes_nats::Subscriber,
+    ) -> Result<(), Gone> {
+        // What the read model has, then whatever arrives live.
+        self.send_stored(None).await?;
+        let mut check = tokio::time::interval(END_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.tx.closed() => return Err(Gone),
+                msg = lines.next() => {
+                    let Some(msg) = msg else { return Err(Gone) };
+                    // One line, or a run of them (`log.lines`).
+                    let Ok(event) = decode_log(&msg.payload) else { continue };
+                    for line in event {
+                        let pos = (line.attempt, line.line);
+                        if pos <= self.last {
+                            continue;
+                        }
+                        if !follows(self.last, pos) {
+                            // Lines the subscription missed are in JetStream: send them from the
+                            // read model once it holds them.
+                            self.catch_up().await;
+                            self.send_stored(Some(pos)).await?;
+                        }
+                        self.send(pos, line.text).await?;
+                    }
+                }
+                msg = finished.next() => {
+                    if msg.is_none() {
+                        return Err(Gone);
+                    }
+                    // The read model decides (an end the fold ignores, such as a cancel that lost
+                    // to a running attempt, does not end the log); give it a moment to fold it.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                    while self.final_status().is_none() && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                _ = check.tick() => {}
+            }
+            if let Some(status) = self.final_status() {
+                // The runner stores every line before it reports the end.
+                self.catch_up().await;
+                self.send_stored(None).await?;
+                let end = Event::default().event("end").data(status.as_str());
+                return self.tx.send(Ok(end)).await.map_err(|_| Gone);
+            }
+        }
+    }
+
+    fn final_status(&self) -> Option<hermes_schemas::events::BuildStatus> {
+        let build = self.live.store.build(&self.id).ok().flatten()?;
+        build.status.is_final().then_some(build.status)
+    }
+
+    async fn send(&mut self, pos: Position, text: String) -> Result<(), Gone> {
+        self.last = pos;
+        let event = Event::default()
+            .id(format!("{}.{}", pos.0, pos.1))
+            .data(text);
+        self.tx.send(Ok(event)).await.map_err(|_| Gone)
+    }
+
+    /// Sends the stored lines after the last one sent (and before `until`, when given).
+    async fn send_stored(&mut self, until: Option<Position>) -> Result<(), Gone> {
+        let rows = self
+            .live
+            .store
+            .log_after(&self.id, self.last)
+            .unwrap_or_default();
         for (pos, text) in rows {
             if until.is_some_and(|u| pos >= u) {
                 break;
             }
-            *last = pos;
-            if tx.send(Ok(send(pos, text))).await.is_err() {
-                return false;
+            self.send(pos, text).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the read model holds every log event of this build that JetStream holds now
+    /// (the projector's checkpoint reaches the subject's last message), at most [`CATCH_UP`].
+    async fn catch_up(&self) {
+        let store = &self.live.store;
+        let last = async {
+            let stream = self
+                .live
+                .bus
+                .js
+                .get_stream_no_info(subjects::LOGS_STREAM)
+                .await
+                .ok()?;
+            stream
+                .get_last_raw_message_by_subject(&self.subject)
+                .await
+                .ok()
+                .map(|m| m.sequence)
+        };
+        let Some(last) = last.await else { return };
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        while store.checkpoint(subjects::LOGS_STREAM).unwrap_or(0) < last {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(build = %self.id, "The read model is behind the log stream; the live log may skip lines.");
+                return;
             }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let caught_up = until.is_none_or(|u| u.0 != last.0 || last.1 + 1 >= u.1);
-        if caught_up || tokio::time::Instant::now() >= deadline {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -67,8 +67,8 @@ pub async fn run(
         |s, stream, batch, flush| s.apply_logs(stream, batch, flush),
         |e| e.lines.len(),
     );
-    let (a, b) = tokio::join!(builds, logs);
-    a.and(b)
+    // The first to fail stops both: the other must not go on alone, its twin's error unheard.
+    tokio::try_join!(builds, logs).map(|_| ())
 }
 
 type Apply<T> = fn(&Store, &str, &[(u64, T)], Flush) -> Result<(), StoreError>;

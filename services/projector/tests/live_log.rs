@@ -1,0 +1,143 @@
+//! The live log (`GET /api/builds/{id}/logs/stream`) against a real `nats-server`, when the read
+//! model lags behind JetStream: lines published before the client subscribed are sent from the
+//! read model once it holds them, and an end the client never heard live still ends the stream.
+
+use std::time::Duration;
+
+use hermes_nats::Bus;
+use hermes_nats::server::NatsServer;
+use hermes_projector::{Flush, Store};
+use hermes_schemas::events::{BuildEvent, BuildStatus, Finished, Queued, Started, TriggerEvent};
+use hermes_schemas::ids::{BuildId, CommitSha, RepoName};
+use hermes_schemas::{Envelope, subjects};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+fn event(attempt: u32, event: BuildEvent) -> Envelope {
+    Envelope::new(
+        BuildId::parse("b1").expect("id"),
+        RepoName::parse("o/r").expect("repo"),
+        attempt,
+        OffsetDateTime::now_utc(),
+        event,
+    )
+}
+
+fn queued() -> BuildEvent {
+    BuildEvent::Queued(Queued {
+        number: 1,
+        trigger: TriggerEvent::Push,
+        git_ref: "refs/heads/main".into(),
+        commit: CommitSha::parse(&"a".repeat(40)).expect("sha"),
+        clone_url: "file:///r".into(),
+        pull_request: None,
+        delivery: None,
+        restarted_from: None,
+    })
+}
+
+async fn publish_line(bus: &Bus, attempt: u32, n: u64) {
+    let line = format!(
+        r#"{{"type":"log.line","version":1,"time":"2026-01-01T00:00:00Z","build_id":"b1","repo":"o/r","attempt":{attempt},"line":{n},"stream":"stdout","text":"line {attempt}.{n}"}}"#
+    );
+    let subject = subjects::log(
+        &RepoName::parse("o/r").expect("repo"),
+        &BuildId::parse("b1").expect("id"),
+    );
+    bus.js
+        .publish(subject, line.into_bytes().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+}
+
+/// The `data:` of every event of a finished stream.
+fn data(events: &str) -> Vec<&str> {
+    events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_published_before_the_client_came_are_sent_in_order_and_the_end_is_seen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = NatsServer::start(dir.path(), 0).await.expect("nats-server");
+    let bus = Bus::connect_with_definitions(server.url(), "live-log-test", Duration::from_secs(10))
+        .await
+        .expect("connect");
+    let store = Store::open(&dir.path().join("read-model.redb")).expect("store");
+    // The build runs its second attempt (the first one's runner died before its first line).
+    let builds = [
+        (1, event(0, queued())),
+        (
+            2,
+            event(2, BuildEvent::Started(Started { runner: "b".into() })),
+        ),
+    ];
+    store
+        .apply_builds(subjects::BUILDS_STREAM, &builds, Flush::Now)
+        .expect("builds");
+    // Lines in JetStream that the read model does not hold yet (no projector runs).
+    for n in 1..=3 {
+        publish_line(&bus, 2, n).await;
+    }
+
+    let shutdown = CancellationToken::new();
+    let app = hermes_projector::api::router(store.clone(), bus.clone(), shutdown.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let serve = shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { serve.cancelled().await })
+            .await
+    });
+    let client = tokio::spawn(async move {
+        let r = reqwest::get(format!("http://{addr}/api/builds/b1/logs/stream"))
+            .await
+            .expect("GET");
+        r.text().await.expect("the stream ends")
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A line heard live, while the ones before it are only in JetStream.
+    publish_line(&bus, 2, 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let projector = tokio::spawn(hermes_projector::run(
+        bus.clone(),
+        store.clone(),
+        shutdown.clone(),
+    ));
+    // The end is stored without being heard on the subject (it was published before the client
+    // subscribed, in the case this stands for).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let end = [(
+        3,
+        event(
+            2,
+            BuildEvent::Finished(Finished {
+                status: BuildStatus::Succeeded,
+                error: None,
+            }),
+        ),
+    )];
+    store
+        .apply_builds(subjects::BUILDS_STREAM, &end, Flush::Now)
+        .expect("builds");
+
+    let events = tokio::time::timeout(Duration::from_secs(20), client)
+        .await
+        .expect("the live log ends within 20 s of the build")
+        .expect("client");
+    assert_eq!(
+        data(&events),
+        ["line 2.1", "line 2.2", "line 2.3", "line 2.4", "succeeded"],
+        "{events}"
+    );
+    shutdown.cancel();
+    projector.await.expect("join").expect("projector");
+    server.stop(Duration::from_secs(5)).await;
+}

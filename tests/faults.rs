@@ -718,6 +718,62 @@ fn publish_history(nats: &Nats, builds: usize, lines: usize) {
     });
 }
 
+/// The images (all, dangling ones too) whose history has a step that mentions `marker`.
+fn images_with(marker: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["images", "-a", "-q", "--no-trunc"])
+        .output()
+        .expect("docker images");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|id| {
+            let history = Command::new("docker")
+                .args([
+                    "image",
+                    "history",
+                    "--no-trunc",
+                    "--format",
+                    "{{.CreatedBy}}",
+                    id,
+                ])
+                .output()
+                .expect("docker history");
+            String::from_utf8_lossy(&history.stdout).contains(marker)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The classic builder commits an image after each step; a build that fails gets no tag, and its
+/// steps (with the repository's files) would stay in the engine as untagged images.
+#[test]
+fn a_failed_or_canceled_build_leaves_no_image_behind() {
+    let c = cluster(1, &[]);
+    let marker = format!("marker-{}", std::process::id());
+    let failing = repo_with(&format!(
+        "FROM hermes-test-base:latest\nRUN echo {marker}-failed > /m\nRUN exit 1\n"
+    ));
+    let id = c.push(&failing, "d-images-failed");
+    let done = c
+        .core
+        .wait_build(&id, Duration::from_secs(60), "the end", is_final);
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let canceled = repo_with(&format!(
+        "FROM hermes-test-base:latest\nRUN echo {marker}-canceled > /m\nRUN echo started && sleep 30\n"
+    ));
+    let id = c.push(&canceled, "d-images-canceled");
+    running_after_start(&c.core, &id);
+    let path = format!("/api/builds/{id}/cancel");
+    assert_eq!(c.core.post(&path, Some(API_TOKEN)).0, 202);
+    let done = c
+        .core
+        .wait_build(&id, Duration::from_secs(30), "the end", is_final);
+    assert_eq!(done["status"], "canceled", "{done:#}");
+    // The runner cleans up after it reports the end.
+    let left = wait_until(Duration::from_secs(10), || images_with(&marker).is_empty());
+    assert!(left, "images left behind: {:?}", images_with(&marker));
+}
+
 #[test]
 fn a_started_runner_removes_what_its_dead_predecessor_left() {
     base_image();

@@ -62,13 +62,39 @@ pub fn context_tar(dir: &Path) -> std::io::Result<Vec<u8>> {
     builder.into_inner()
 }
 
+/// The last image a build committed (the classic builder commits one after every step), kept
+/// outside the build's future: a build that fails, or is dropped (cancel, timeout, hand-back), gets
+/// no tag, and its committed steps would stay in the engine as untagged images, holding the
+/// repository's files, until someone prunes them.
+#[derive(Debug, Default)]
+pub struct LastImage(std::sync::Mutex<Option<String>>);
+
+impl LastImage {
+    /// Notes the image of a ` ---> <id>` line of the builder's output.
+    fn saw(&self, text: &str) {
+        let is_id = |id: &&str| id.len() >= 12 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        let id = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("---> "))
+            .rfind(is_id);
+        if let Some(id) = id {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_owned());
+        }
+    }
+
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 /// Builds `context` (a tar) into an image tagged `tag`, from scratch, writing Docker's output to
-/// `log`.
+/// `log` and noting each committed step in `last`.
 pub async fn build(
     docker: &Docker,
     context: Vec<u8>,
     tag: &str,
     log: &mut LogSink,
+    last: &LastImage,
 ) -> BuildOutcome {
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
@@ -86,6 +112,7 @@ pub async fn build(
         match item {
             Ok(info) => {
                 if let Some(text) = info.stream {
+                    last.saw(&text);
                     log.write(LogStream::Stdout, &text).await;
                 }
                 if let Some(status) = info.status {
@@ -109,11 +136,33 @@ pub async fn build(
     BuildOutcome::Built
 }
 
-/// Removes an image Hermes built; a missing image is fine.
+/// Removes an image Hermes built (by tag or id, with the untagged steps below it); a missing image
+/// is fine.
 pub async fn remove_image(docker: &Docker, tag: &str) {
     let options = RemoveImageOptionsBuilder::default().force(true).build();
     if let Err(e) = docker.remove_image(tag, Some(options), None).await {
         tracing::debug!(image = tag, error = %e, "Image not removed.");
+    }
+}
+
+/// Removes the image `id`, waiting (at most `within`) while a container still uses it: a build that
+/// was stopped has its last step's container torn down by the engine a moment after.
+pub async fn remove_image_when_free(docker: &Docker, id: &str, within: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    let options = RemoveImageOptionsBuilder::default().force(true).build();
+    loop {
+        match docker.remove_image(id, Some(options.clone()), None).await {
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                tracing::debug!(image = id, error = %e, "Image not removed.");
+                return;
+            }
+            Ok(_) => return,
+        }
     }
 }
 
@@ -180,7 +229,21 @@ pub async fn connect(within: std::time::Duration, log: &mut LogSink) -> Result<D
 
 #[cfg(test)]
 mod tests {
-    use super::image_repository;
+    use super::{LastImage, image_repository};
+
+    #[test]
+    fn the_last_committed_step_is_noted() {
+        let last = LastImage::default();
+        last.saw("Step 1/3 : FROM base\n ---> 8dc51b0d02c1\n");
+        last.saw("Step 2/3 : RUN echo x\n");
+        last.saw(" ---> Running in e976f9a3c800\n");
+        assert_eq!(last.take().as_deref(), Some("8dc51b0d02c1"));
+        last.saw("x\nRemoving intermediate container e976f9a3c800\n ---> 02fc4c90f090\n");
+        assert_eq!(last.take().as_deref(), Some("02fc4c90f090"));
+        assert_eq!(last.take(), None);
+        last.saw(" ---> 5741db31b3ef\nStep 3/3 : RUN sleep 30\n ---> Running in 0123456789ab\n");
+        assert_eq!(last.take().as_deref(), Some("5741db31b3ef"));
+    }
 
     #[test]
     fn a_runner_name_becomes_a_valid_image_repository() {

@@ -371,8 +371,9 @@ impl Runner {
         let started = Instant::now();
         let limit = self.config.build_timeout;
         let grace = self.config.shutdown_grace;
+        let last_image = docker::LastImage::default();
         let ending = {
-            let work = self.attempt(&command, &dir, &tag, started, &mut log);
+            let work = self.attempt(&command, &dir, &tag, started, &mut log, &last_image);
             // A cancel arrives on the subscription; it is looked for in the stream again after
             // a reconnect and every third of the lease, since a core message sent while this
             // runner was cut off (or before its interest reached the cluster) is not resent.
@@ -450,7 +451,7 @@ impl Runner {
         if lost > 0 {
             tracing::warn!(lost, "Some log lines could not be stored.");
         }
-        self.clean(&dir, &tag).await;
+        self.clean(&dir, &tag, last_image.take()).await;
         match ending {
             Ending::Finished(status, error) => {
                 // The API says `timeout`; the log has the details.
@@ -597,9 +598,17 @@ impl Runner {
         }
     }
 
-    async fn clean(&self, dir: &Path, tag: &str) {
+    /// Removes the attempt's image (its tag, and the last step it committed, which is all that is
+    /// left of a build that failed or was stopped) and its work dir.
+    async fn clean(&self, dir: &Path, tag: &str, last_image: Option<String>) {
         if let Ok(docker) = bollard::Docker::connect_with_defaults() {
             docker::remove_image(&docker, tag).await;
+            if let Some(id) = last_image {
+                // In the background: the build's end need not wait for the engine's teardown.
+                tokio::spawn(async move {
+                    docker::remove_image_when_free(&docker, &id, Duration::from_secs(30)).await;
+                });
+            }
         }
         if let Err(e) = tokio::fs::remove_dir_all(dir).await
             && e.kind() != std::io::ErrorKind::NotFound
@@ -616,6 +625,7 @@ impl Runner {
         tag: &str,
         started: Instant,
         log: &mut LogSink,
+        last_image: &docker::LastImage,
     ) -> Result<BuildStatus, Stop> {
         let errored = Stop::Errored;
         if !checkout::allowed(&command.clone_url, &self.config.clone_allow) {
@@ -662,7 +672,7 @@ impl Runner {
         let engine = docker::connect(self.config.docker_wait, log)
             .await
             .map_err(errored)?;
-        let build = docker::build(&engine, context, tag, log);
+        let build = docker::build(&engine, context, tag, log, last_image);
         match tokio::time::timeout_at(started + limit, build).await {
             Err(_) => Err(Stop::Timeout(limit)),
             Ok(BuildOutcome::Built) => Ok(BuildStatus::Succeeded),

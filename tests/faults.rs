@@ -204,7 +204,7 @@ fn a_runner_presumed_dead_that_wakes_up_changes_nothing() {
     signal(pid, "-STOP");
     c.core
         .wait_build(&id, Duration::from_secs(60), "attempt 2", |b| {
-            b["attempt"] == 2
+            b["attempt"] == 2 && c.core.log_of(&id).contains("--- Attempt 2 of")
         });
     signal(pid, "-CONT");
     let done = c
@@ -231,6 +231,24 @@ fn a_runner_presumed_dead_that_wakes_up_changes_nothing() {
         1,
         "only attempt 2's output after it began:\n{log}"
     );
+    assert!(
+        log.contains("started\n"),
+        "attempt 1's output before then:\n{log}"
+    );
+    // A read model made again from the streams (which folds the build stream far ahead of the
+    // log stream) keeps the same lines.
+    let build = c.core.get_json(&format!("/api/builds/{id}"));
+    c.core.stop();
+    std::fs::remove_file(c.core.data_dir.join("projector/read-model.redb")).expect("read model");
+    c.core.restart();
+    let path = format!("/api/builds/{id}");
+    wait_until(Duration::from_secs(60), || {
+        c.core.get(&path).status() == 200
+            && c.core.get_json(&path) == build
+            && c.core.log_of(&id) == log
+    });
+    assert_eq!(c.core.get_json(&path), build);
+    assert_eq!(c.core.log_of(&id), log);
 }
 
 #[test]

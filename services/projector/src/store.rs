@@ -20,6 +20,8 @@ const BY_REPO: TableDefinition<(&str, u64), &str> = TableDefinition::new("builds
 const BY_SEQ: TableDefinition<u64, &str> = TableDefinition::new("builds_by_seq");
 /// (build id, attempt, line) → text.
 const LOGS: TableDefinition<(&str, u32, u64), &str> = TableDefinition::new("logs");
+/// build id → the newest attempt whose lines the log stream has brought.
+const LOG_ATTEMPTS: TableDefinition<&str, u32> = TableDefinition::new("log_attempts");
 /// stream name → last applied stream sequence.
 const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("checkpoints");
 
@@ -29,12 +31,6 @@ pub struct StoreError(String);
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError(e.to_string())
-}
-
-/// The one field of a stored build that decides which log lines are kept.
-#[derive(serde::Deserialize)]
-struct CurrentAttempt {
-    attempt: u32,
 }
 
 /// Where a line sits in a build's log: attempt, then line number.
@@ -142,6 +138,7 @@ impl Store {
             txn.open_table(BY_REPO).map_err(err)?;
             txn.open_table(BY_SEQ).map_err(err)?;
             txn.open_table(LOGS).map_err(err)?;
+            txn.open_table(LOG_ATTEMPTS).map_err(err)?;
             txn.open_table(CHECKPOINTS).map_err(err)?;
         }
         txn.commit().map_err(err)?;
@@ -254,8 +251,10 @@ impl Store {
         result
     }
 
-    /// Stores a batch of log lines. Lines of an attempt older than the build's current one (a
-    /// runner presumed dead woke up) are not kept.
+    /// Stores a batch of log lines. A line of an attempt older than one whose lines came before it
+    /// on the log stream is not kept: a runner presumed dead woke up after a newer attempt began
+    /// (which logs its first line as it starts). The rule reads the log stream alone, so a replay,
+    /// which may fold the build stream far ahead of the log stream, keeps the same lines.
     pub fn apply_logs(
         &self,
         stream: &str,
@@ -264,26 +263,26 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.apply_batch(stream, batch, flush, |txn, events| {
             let mut logs = txn.open_table(LOGS).map_err(err)?;
-            let builds = txn.open_table(BUILDS).map_err(err)?;
-            let mut current: HashMap<&str, u32> = HashMap::new();
+            let mut attempts = txn.open_table(LOG_ATTEMPTS).map_err(err)?;
+            let mut newest: HashMap<&str, u32> = HashMap::new();
             for l in events.flat_map(|(_, e)| &e.lines) {
                 let id = l.build_id.as_str();
-                let attempt = match current.get(id) {
-                    Some(a) => *a,
-                    None => {
-                        let a = match builds.get(id).map_err(err)? {
-                            Some(v) => serde_json::from_slice::<CurrentAttempt>(v.value())
-                                .map_or(0, |b| b.attempt),
-                            None => 0,
-                        };
-                        current.insert(id, a);
-                        a
+                let newest = match newest.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let stored = attempts.get(id).map_err(err)?.map_or(0, |v| v.value());
+                        e.insert(stored)
                     }
                 };
-                if l.attempt >= attempt {
-                    logs.insert((id, l.attempt, l.line), l.text.as_str())
-                        .map_err(err)?;
+                if l.attempt < *newest {
+                    continue;
                 }
+                *newest = l.attempt;
+                logs.insert((id, l.attempt, l.line), l.text.as_str())
+                    .map_err(err)?;
+            }
+            for (id, attempt) in newest {
+                attempts.insert(id, attempt).map_err(err)?;
             }
             Ok(())
         })
@@ -598,29 +597,52 @@ mod tests {
         let t = "2026-01-01T00:00:00Z";
         let entry = |text: &str| serde_json::json!({"time": t, "stream": "stdout", "text": text});
         let batch = [
-            // b1 is at attempt 2: a line of attempt 1 is not kept.
+            // Attempt 1's line, before attempt 2 began: kept.
             event(
                 serde_json::json!({"type": "log.line", "version": 1, "time": t,
                 "build_id": "b1", "repo": "o/a", "attempt": 1, "line": 1,
-                "stream": "stdout", "text": "old"}),
+                "stream": "stdout", "text": "first try"}),
             ),
             event(
                 serde_json::json!({"type": "log.line", "version": 1, "time": t,
                 "build_id": "b1", "repo": "o/a", "attempt": 2, "line": 1,
                 "stream": "stdout", "text": "one"}),
             ),
+            // Attempt 1's runner woke up after attempt 2 began: not kept.
+            event(
+                serde_json::json!({"type": "log.line", "version": 1, "time": t,
+                "build_id": "b1", "repo": "o/a", "attempt": 1, "line": 2,
+                "stream": "stdout", "text": "late"}),
+            ),
             event(serde_json::json!({"type": "log.lines", "version": 1,
                 "build_id": "b1", "repo": "o/a", "attempt": 2, "first_line": 2,
                 "lines": [entry("two"), entry("three")]})),
         ];
         let batch: Vec<(u64, LogEvent)> = (1..).zip(batch).collect();
-        store.apply_logs("L", &batch, Flush::Now).expect("apply");
-        assert_eq!(store.log("b1").expect("log"), "one\ntwo\nthree\n");
+        // In two commits, so that the newest attempt is read back from the file too.
+        store
+            .apply_logs("L", &batch[..2], Flush::Now)
+            .expect("apply");
+        store
+            .apply_logs("L", &batch[2..], Flush::Now)
+            .expect("apply");
+        assert_eq!(
+            store.log("b1").expect("log"),
+            "first try\none\ntwo\nthree\n"
+        );
         assert_eq!(
             store.log_after("b1", (2, 1)).expect("log")[1],
             ((2, 3), "three".to_owned())
         );
-        assert_eq!(store.checkpoint("L").expect("ckpt"), 3);
+        assert_eq!(store.checkpoint("L").expect("ckpt"), 4);
+        // Which lines are kept does not depend on how far the build stream was folded: a replay
+        // folds it far ahead of the log stream, the live projector alongside.
+        let replayed = Store::open(&dir.join("replayed.redb")).expect("open");
+        replayed.apply_logs("L", &batch, Flush::Now).expect("apply");
+        replayed
+            .apply_builds("B", &history()[..8], Flush::Now)
+            .expect("apply");
+        assert_eq!(replayed.dump().expect("dump"), store.dump().expect("dump"));
         std::fs::remove_dir_all(dir).ok();
     }
 

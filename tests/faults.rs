@@ -251,6 +251,23 @@ fn a_runner_presumed_dead_that_wakes_up_changes_nothing() {
     assert_eq!(c.core.log_of(&id), log);
 }
 
+/// Runners of a pool share one consumer, so a runner started with a shorter lease shortens it for
+/// the builds others already run: they must renew in time and not lose them to a second attempt.
+#[test]
+fn a_shorter_lease_set_by_a_new_runner_takes_no_build_from_a_running_one() {
+    let mut c = cluster(1, &[]);
+    let repo =
+        repo_with("FROM hermes-test-base:latest\nRUN echo started && sleep 8 && echo done\n");
+    let id = c.push(&repo, "d-lease");
+    running_after_start(&c.core, &id);
+    c.add_runner("runner-b", &[("HERMES_LEASE", "2s")]);
+    let done = c
+        .core
+        .wait_build(&id, Duration::from_secs(60), "the end", is_final);
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["attempt"], 1, "{done:#}\n{}", c.core.log_of(&id));
+}
+
 #[test]
 fn sigterm_hands_a_running_build_back_at_once() {
     let mut c = cluster(2, &[("HERMES_SHUTDOWN_GRACE", "1s")]);

@@ -133,6 +133,9 @@ pub async fn run(
     Ok(())
 }
 
+/// The longest a running build goes between two renewals of its lease.
+const MAX_RENEWAL: Duration = Duration::from_secs(1);
+
 /// The pool's consumer, with the configured lease as its ack wait.
 async fn lease_consumer(
     bus: &Bus,
@@ -151,9 +154,12 @@ async fn lease_consumer(
         .get_or_create_consumer(&name, wanted.clone())
         .await
         .map_err(|e| nats(&e))?;
-    if consumer.cached_info().config.ack_wait == config.lease {
+    let had = consumer.cached_info().config.ack_wait;
+    if had == config.lease {
         return Ok(consumer);
     }
+    // Every runner of the pool shares the consumer: its lease is the last one set.
+    tracing::warn!(was = ?had, now = ?config.lease, "Changing the lease of every runner of the pool.");
     stream.create_consumer(wanted).await.map_err(|e| nats(&e))
 }
 
@@ -561,11 +567,13 @@ impl Runner {
             .is_ok()
     }
 
-    /// Renews the lease on `msg` until the returned token is cancelled.
+    /// Renews the lease on `msg` until the returned token is cancelled: every third of the
+    /// lease, and at least every [`MAX_RENEWAL`], since the pool's consumer (and its ack wait) is
+    /// shared and a runner started later with a shorter `HERMES_LEASE` shortens it for all.
     fn hold_lease(&self, msg: Arc<jetstream::Message>) -> CancellationToken {
         let done = CancellationToken::new();
         let stop = done.clone();
-        let every = (self.config.lease / 3).max(Duration::from_millis(200));
+        let every = (self.config.lease / 3).clamp(Duration::from_millis(200), MAX_RENEWAL);
         tokio::spawn(async move {
             loop {
                 tokio::select! {

@@ -130,6 +130,19 @@ fn signed_push_builds_the_commit_and_serves_status_and_every_log_line() {
         lines[half].0
     );
 
+    // A bad parameter gets the API's JSON error.
+    let bad = hermes.get("/api/builds?limit=many");
+    assert_eq!(bad.status(), 400);
+    let error: serde_json::Value = bad.json().expect("a JSON error");
+    assert_eq!(error["error"], "bad_request", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .expect("message")
+            .contains("limit"),
+        "{error}"
+    );
+
     // The web page is served beside the API.
     let page = hermes.get("/");
     assert!(

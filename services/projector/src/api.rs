@@ -99,8 +99,10 @@ struct ListQuery {
 
 async fn list(
     State(store): State<Store>,
-    Query(q): Query<ListQuery>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    // A bad parameter (`limit=abc`) gets the API's JSON error, not the framework's plain text.
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if let Some(repo) = &q.repo {
         hermes_schemas::RepoName::parse(repo).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }

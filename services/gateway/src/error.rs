@@ -18,6 +18,10 @@ pub enum GatewayError {
     TooLarge(usize),
     #[error("the event log is unavailable, try again")]
     Unavailable,
+    #[error("too many deliveries are being received; try again")]
+    Busy,
+    #[error("the request was not sent and answered within {0:?}")]
+    Timeout(std::time::Duration),
     #[error("internal error")]
     Internal,
 }
@@ -31,6 +35,8 @@ impl GatewayError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Self::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

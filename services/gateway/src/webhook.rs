@@ -4,8 +4,12 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use hermes_nats::{BusError, HeaderValue};
@@ -14,13 +18,54 @@ use serde::Serialize;
 use serde::de::IgnoredAny;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tokio::sync::Semaphore;
 
 use crate::{GatewayError, MAX_BODY, Shared, signature};
 
 pub fn routes() -> Router<Shared> {
+    let budget = Arc::new(Semaphore::new(BODY_BUDGET_MIB));
     Router::new()
         .route("/webhooks/github", post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(budget, within_budget))
+}
+
+/// The most body bytes, in MiB, that deliveries being received may hold at once. A body must be
+/// read whole before its signature can be checked, so without a bound anyone could make the
+/// gateway (and `hermes up` with it) hold 25 MiB per connection.
+pub const BODY_BUDGET_MIB: usize = 256;
+/// How long a delivery may wait for room in the budget before it is answered 503.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(5);
+/// How long a client may take to send a delivery and be answered, before a 408.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Admits a delivery when the budget has room for its body (its `Content-Length`, or the largest
+/// body when it does not say), and bounds the time it may take.
+async fn within_budget(
+    State(budget): State<Arc<Semaphore>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    const MIB: u64 = 1024 * 1024;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mib = declared
+        .map_or(MAX_BODY as u64, |n| n.min(MAX_BODY as u64))
+        .div_ceil(MIB);
+    let cost = u32::try_from(mib.max(1)).unwrap_or(u32::MAX);
+    let Ok(Ok(_permit)) = tokio::time::timeout(BUDGET_WAIT, budget.acquire_many(cost)).await else {
+        tracing::warn!(
+            mib,
+            "Deliveries in flight fill the body budget; answering 503."
+        );
+        return GatewayError::Busy.into_response();
+    };
+    match tokio::time::timeout(DELIVERY_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => GatewayError::Timeout(DELIVERY_TIMEOUT).into_response(),
+    }
 }
 
 /// The headers of a delivery that Hermes records, checked.

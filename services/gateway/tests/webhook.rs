@@ -4,6 +4,9 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use hermes_gateway::{Secret, signature};
+use std::time::Duration;
+
+use futures::StreamExt;
 use tower::ServiceExt;
 
 mod common;
@@ -134,6 +137,70 @@ async fn body_over_25_mib_is_413() {
     let body = vec![b' '; 25 * 1024 * 1024 + 1];
     let (s, _) = status_and_message(signed_json("push", body)).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// A delivery whose body never finishes arriving, announcing `len` bytes.
+fn stalled(len: usize) -> Request<Body> {
+    let first = futures::stream::once(async { Ok::<_, std::io::Error>(vec![b'{']) });
+    let body = Body::from_stream(first.chain(futures::stream::pending()));
+    Request::post("/webhooks/github")
+        .header("Content-Type", "application/json")
+        .header("Content-Length", len.to_string())
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+        .header("X-GitHub-Hook-ID", "292430182")
+        .header("X-Hub-Signature-256", "sha256=00")
+        .body(body)
+        .expect("request")
+}
+
+/// Bodies are read before their signature can be checked: those being received at once hold at
+/// most the budget, and a client that never finishes its body is answered.
+#[tokio::test(start_paused = true)]
+async fn bodies_being_received_are_bounded_in_bytes_and_time() {
+    use hermes_gateway::webhook::{BODY_BUDGET_MIB, BUDGET_WAIT, DELIVERY_TIMEOUT};
+    let app = common::unreachable_gateway(None).await;
+    let largest = 25 * 1024 * 1024;
+    let fits = BODY_BUDGET_MIB / 25;
+    let held: Vec<_> = (0..fits)
+        .map(|_| tokio::spawn(app.clone().oneshot(stalled(largest))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // One more large body finds no room; a small one still does, and is checked as usual.
+    let started = tokio::time::Instant::now();
+    // (Paused time: a bound that passes at once when everything waits.)
+    let bounded = Duration::from_secs(120);
+    let over = tokio::time::timeout(bounded, app.clone().oneshot(stalled(largest)))
+        .await
+        .expect("answered")
+        .expect("response");
+    assert_eq!(over.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() >= BUDGET_WAIT);
+    let small = fixture("push/with-new-branch.payload.json");
+    let len = small.len();
+    let wrong = request(
+        Some("push"),
+        "application/json",
+        small,
+        Some("sha256=00".into()),
+    );
+    let (mut parts, body) = wrong.into_parts();
+    parts
+        .headers
+        .insert("content-length", len.to_string().parse().expect("header"));
+    let wrong = Request::from_parts(parts, body);
+    let answer = app.clone().oneshot(wrong).await.expect("response");
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    // The stalled ones are answered when their time is up.
+    for h in held {
+        let r = tokio::time::timeout(bounded, h)
+            .await
+            .expect("answered")
+            .expect("join")
+            .expect("response");
+        assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+    }
+    assert!(started.elapsed() >= DELIVERY_TIMEOUT - Duration::from_secs(1));
 }
 
 #[tokio::test]

@@ -166,10 +166,10 @@ impl NatsServer {
 
     /// Kills the server at once (SIGKILL), as a crash would.
     pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Err(e) = child.kill().await {
-                tracing::debug!(error = %e, "Killing nats-server failed.");
-            }
+        if let Some(mut child) = self.child.take()
+            && let Err(e) = child.kill().await
+        {
+            tracing::debug!(error = %e, "Killing nats-server failed.");
         }
     }
 

@@ -94,6 +94,30 @@ pub enum RunnerError {
     Docker(String),
     #[error("work dir {0}: {1}")]
     WorkDir(PathBuf, std::io::Error),
+    #[error(
+        "another runner named {0:?} is running with this data dir; give each runner its own name (HERMES_RUNNER_NAME)"
+    )]
+    NameTaken(String),
+}
+
+/// Holds `<data dir>/work/<name>.lock` for as long as the runner runs: a runner removes what a
+/// dead predecessor of its name left (work dir, images), so two live runners of one name (two
+/// `hermes runner` on a host, both named after it) would remove each other's builds.
+fn lock_name(config: &RunnerConfig) -> Result<std::fs::File, RunnerError> {
+    let work = config.data_dir.join("work");
+    let io = |e| RunnerError::WorkDir(work.clone(), e);
+    std::fs::create_dir_all(&work).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(work.join(format!("{}.lock", config.name)))
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RunnerError::NameTaken(config.name.clone())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 /// Runs until `shutdown` is cancelled, one build at a time.
@@ -102,6 +126,7 @@ pub async fn run(
     config: RunnerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), RunnerError> {
+    let _name = lock_name(&config)?;
     let work = config.work_dir();
     // Whatever a dead predecessor of this name left is garbage now: its command comes back as a
     // new attempt, which starts from scratch.

@@ -76,3 +76,54 @@ async fn after_nats_froze_the_runner_has_one_request_waiting() {
         .expect("join")
         .expect("the runner stops cleanly");
 }
+
+/// A runner removes what a dead predecessor of its name left, so a second live runner of the same
+/// name (two `hermes runner` on one host, both named after it) must not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_runner_of_the_same_name_and_data_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = NatsServer::start(dir.path(), 0).await.expect("nats-server");
+    let bus = Bus::connect_with_definitions(server.url(), "name-test", Duration::from_secs(10))
+        .await
+        .expect("connected, with the definitions");
+    let config = || {
+        RunnerConfig::new(
+            "twin".into(),
+            DEFAULT_POOL.into(),
+            dir.path().join("runner"),
+            Vec::new(),
+        )
+    };
+    let shutdown = CancellationToken::new();
+    let first = tokio::spawn(hermes_runner::run(bus.clone(), config(), shutdown.clone()));
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while waiting_requests(&bus).await != 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the first runner waits for work");
+    let second = tokio::time::timeout(
+        Duration::from_secs(10),
+        hermes_runner::run(bus.clone(), config(), shutdown.clone()),
+    )
+    .await
+    .expect("the second runner returns at once");
+    let error = second
+        .expect_err("a second runner of the name is refused")
+        .to_string();
+    assert!(error.contains("HERMES_RUNNER_NAME"), "{error}");
+    // The first one's work dir is still there.
+    assert!(dir.path().join("runner/work/twin").is_dir());
+    shutdown.cancel();
+    first
+        .await
+        .expect("join")
+        .expect("the first runner stops cleanly");
+    // Once it stopped, the name is free again.
+    let again = CancellationToken::new();
+    again.cancel();
+    hermes_runner::run(bus.clone(), config(), again)
+        .await
+        .expect("the name is free once its runner stopped");
+}

@@ -154,6 +154,36 @@ fn signed_push_builds_the_commit_and_serves_status_and_every_log_line() {
     assert!(page.text().expect("html").contains("/api/builds"));
 }
 
+/// The runner packs the build context as the Docker CLI would: what `.dockerignore` names stays
+/// out of it (and so out of `COPY . …`), exceptions come back.
+#[test]
+fn dockerignore_keeps_files_out_of_the_build_context() {
+    let Env { hermes, .. } = &env();
+    let repo = Repo::new(&[
+        ("Hermes.yaml", HERMES_YAML),
+        (
+            ".dockerignore",
+            "# not for the image\n.env\n*.log\n!keep.log\n",
+        ),
+        (".env", "TOKEN=s3cret\n"),
+        ("build.log", "noise\n"),
+        ("keep.log", "kept\n"),
+        (
+            "Dockerfile",
+            "FROM hermes-test-base:latest\nCOPY . /src\nRUN ls -a /src && test ! -e /src/.env && test ! -e /src/build.log && test -e /src/keep.log && test -e /src/Hermes.yaml\n",
+        ),
+    ]);
+    assert_eq!(
+        hermes
+            .deliver("push", "d-ignore", &push_for(&repo))
+            .status(),
+        202
+    );
+    let build = hermes.wait_final(REPO, 1);
+    let log = hermes.log_of(build["id"].as_str().expect("id"));
+    assert_eq!(build["status"], "succeeded", "{build:#}\n{log}");
+}
+
 #[test]
 fn a_failing_run_step_fails_the_build_with_its_output() {
     let Env { hermes, .. } = &env();

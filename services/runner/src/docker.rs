@@ -11,6 +11,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use hermes_schemas::LogStream;
 
+use crate::ignore::Ignore;
 use crate::logs::LogSink;
 
 /// The image repository of everything runner `runner` builds: `hermes-build/<runner>`, the name
@@ -42,24 +43,71 @@ pub enum BuildOutcome {
     EngineError(String),
 }
 
-/// A tar archive of `dir` without its `.git` directory: the build context.
+/// A tar archive of `dir` without its `.git` directory and without what its `.dockerignore`
+/// excludes (the `Dockerfile` and the `.dockerignore` itself always go, as the Docker CLI sends
+/// them): the build context. Symbolic links go as links.
 pub fn context_tar(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let ignore = match std::fs::symlink_metadata(dir.join(".dockerignore")) {
+        Ok(meta) if meta.file_type().is_file() && meta.len() <= 1024 * 1024 => {
+            let text = std::fs::read_to_string(dir.join(".dockerignore"))?;
+            Ignore::parse(&text).map_err(std::io::Error::other)?
+        }
+        Ok(_) => {
+            return Err(std::io::Error::other(
+                ".dockerignore must be a regular file of at most 1 MiB",
+            ));
+        }
+        Err(_) => Ignore::default(),
+    };
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+    add_dir(&mut builder, dir, "", &ignore)?;
+    builder.into_inner()
+}
+
+/// Adds what `dir` (at `prefix` in the context) holds, recursively.
+fn add_dir(
+    builder: &mut tar::Builder<Vec<u8>>,
+    dir: &Path,
+    prefix: &str,
+    ignore: &Ignore,
+) -> std::io::Result<()> {
+    let mut entries = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
         let name = entry.file_name();
-        if name == ".git" {
+        let Some(name) = name.to_str() else {
+            return Err(std::io::Error::other(format!(
+                "{:?} is not a UTF-8 file name",
+                entry.path()
+            )));
+        };
+        if prefix.is_empty() && name == ".git" {
             continue;
         }
+        let rel = if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let always = matches!(rel.as_str(), "Dockerfile" | ".dockerignore");
+        let excluded = !always && ignore.excludes(&rel);
         let path = entry.path();
         if entry.file_type()?.is_dir() {
-            builder.append_dir_all(&name, &path)?;
-        } else {
-            builder.append_path_with_name(&path, &name)?;
+            // An excluded directory is looked into only when an exception may bring back part
+            // of it.
+            if excluded && !ignore.has_exceptions() {
+                continue;
+            }
+            if !excluded {
+                builder.append_dir(&rel, &path)?;
+            }
+            add_dir(builder, &path, &rel, ignore)?;
+        } else if !excluded {
+            builder.append_path_with_name(&path, &rel)?;
         }
     }
-    builder.into_inner()
+    Ok(())
 }
 
 /// The last image a build committed (the classic builder commits one after every step), kept

@@ -9,6 +9,7 @@
 //! - [`pipeline`]: the `Hermes.yaml` file.
 //! - [`checkout`]: `git`, and the clone allow list.
 //! - [`docker`]: the Docker engine (bollard is used nowhere else).
+//! - [`ignore`]: `.dockerignore`, which files stay out of the build context.
 //! - [`logs`]: output to `log.line` events.
 //!
 //! # Invariants
@@ -24,6 +25,7 @@
 
 pub mod checkout;
 pub mod docker;
+pub mod ignore;
 pub mod logs;
 pub mod pipeline;
 

@@ -47,6 +47,10 @@ pub const CONSUMERS: &[(&str, &str)] = &[
         "HERMES_JOBS",
         include_str!("../definitions/consumers/HERMES_JOBS.runner-default.json"),
     ),
+    (
+        "HERMES_BUILDS",
+        include_str!("../definitions/consumers/notifier.json"),
+    ),
 ];
 
 /// The key-value bucket the scheduler keeps its counters in (stream `KV_HERMES_SCHEDULER`).
@@ -55,6 +59,8 @@ pub const SCHEDULER_BUCKET: &str = "HERMES_SCHEDULER";
 pub const SCHEDULER_CONSUMER: &str = "scheduler";
 /// The durable consumer of the scheduler on the control stream.
 pub const SCHEDULER_CONTROL_CONSUMER: &str = "scheduler-control";
+/// The durable consumer of the notifier on the build stream.
+pub const NOTIFIER_CONSUMER: &str = "notifier";
 
 /// The key under which the scheduler keeps what it knows of a build (a JSON `build.queued` payload).
 pub fn build_key(build: &hermes_schemas::BuildId) -> String {

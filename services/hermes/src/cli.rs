@@ -34,6 +34,8 @@ pub enum Command {
     Runner(Common),
     /// Run the projector alone: the read model and GET /api/….
     Projector(Common),
+    /// Run the notifier alone: build transitions to GitHub commit statuses (needs a token).
+    Notifier(Common),
     /// Benchmarks against the raw engines: `hermes bench [--json] [SCENARIO…]` (see BENCHMARKS.md).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -90,6 +92,27 @@ pub struct Common {
     /// How long to retry an unreachable Docker engine before a build ends `errored`.
     #[arg(long, env = "HERMES_DOCKER_WAIT", default_value = "30s", value_parser = duration)]
     pub docker_wait: Duration,
+    /// A GitHub token that may write commit statuses (classic: `repo:status`; fine-grained:
+    /// "Commit statuses: read and write"); without it no statuses are sent.
+    #[arg(long, env = "HERMES_GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<String>,
+    /// GitHub's REST API (GitHub Enterprise Server: `https://HOST/api/v3`).
+    #[arg(
+        long,
+        env = "HERMES_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+    /// Where browsers reach Hermes's web UI; commit statuses link to the build's page there.
+    #[arg(long, env = "HERMES_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The context of Hermes's commit statuses (what GitHub lists them under).
+    #[arg(
+        long,
+        env = "HERMES_GITHUB_STATUS_CONTEXT",
+        default_value = hermes_notifier::NotifierConfig::DEFAULT_CONTEXT
+    )]
+    pub github_status_context: String,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

@@ -21,6 +21,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scheduler(args) => services::scheduler(args, shutdown).await,
         Command::Runner(args) => services::runner(args, shutdown).await,
         Command::Projector(args) => services::projector(args, shutdown).await,
+        Command::Notifier(args) => services::notifier(args, shutdown).await,
         // `main` runs the benchmarks before any runtime exists, since they time their own.
         Command::Bench { .. } => anyhow::bail!("`hermes bench` runs from the command line only"),
     }

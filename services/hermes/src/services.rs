@@ -50,6 +50,31 @@ fn secret(common: &Common) -> anyhow::Result<hermes_gateway::Secret> {
     }
 }
 
+/// The notifier's configuration, validated; `None` when no GitHub token is set.
+fn notifier_config(common: &Common) -> anyhow::Result<Option<hermes_notifier::NotifierConfig>> {
+    let Some(token) = common
+        .github_token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return Ok(None);
+    };
+    let mut config = hermes_notifier::NotifierConfig::new(
+        common.github_api_url.trim(),
+        hermes_notifier::Token::new(token),
+    );
+    config.public_url = common
+        .public_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned);
+    config.context = common.github_status_context.trim().to_owned();
+    config.validate()?;
+    Ok(Some(config))
+}
+
 fn validate(common: &Common) -> anyhow::Result<()> {
     if !hermes_nats::definitions::valid_pool(&common.pool) {
         bail!(
@@ -219,6 +244,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let common = &args.common;
     validate(common)?;
     secret(common)?;
+    let notifier = notifier_config(common)?;
     tracing::info!(
         data_dir = %common.data_dir.display(), listen = %common.listen, nats_url = %common.nats_url,
         runners = args.runners, clone_allow = ?common.clone_allow, pool = %common.pool, "Starting Hermes."
@@ -240,6 +266,16 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     }
     let (b, s, st) = (bus.clone(), shutdown.clone(), store.clone());
     tasks.spawn(async move { hermes_projector::run(b, st, s).await.context("projector") });
+    match notifier {
+        Some(config) => {
+            let (b, s) = (bus.clone(), shutdown.clone());
+            tasks
+                .spawn(async move { hermes_notifier::run(b, config, s).await.context("notifier") });
+        }
+        None => tracing::info!(
+            "GitHub commit statuses are off: HERMES_GITHUB_TOKEN (--github-token) is not set."
+        ),
+    }
     let app = health()
         .merge(hermes_gateway::router(gateway_state(common, bus.clone())?))
         .merge(hermes_projector::api::router(
@@ -297,4 +333,21 @@ pub async fn projector(common: Common, shutdown: CancellationToken) -> anyhow::R
     let (listen, s) = (common.listen, shutdown.clone());
     tasks.spawn(async move { serve(listen, app, s).await });
     supervise(tasks, shutdown).await
+}
+
+pub async fn notifier(common: Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+    validate(&common)?;
+    let Some(config) = notifier_config(&common)? else {
+        bail!(
+            "HERMES_GITHUB_TOKEN is not set: the notifier sets commit statuses on GitHub with a token \
+             and refuses to start without one. Set it (or --github-token) to a token that may write \
+             commit statuses (classic: repo:status; fine-grained: \"Commit statuses\" read and write)."
+        );
+    };
+    let bus = connect(&common, "hermes-notifier").await?;
+    let result = hermes_notifier::run(bus.clone(), config, shutdown)
+        .await
+        .context("notifier");
+    flush(&bus).await;
+    result
 }

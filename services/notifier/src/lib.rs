@@ -1,0 +1,380 @@
+//! The notifier: every build transition becomes a commit status on GitHub.
+//!
+//! It follows `HERMES_BUILDS` through the durable consumer `notifier` and, for each
+//! `build.queued`, `build.started` and `build.finished`, sets the status of the build's commit
+//! (`POST /repos/{owner}/{repo}/statuses/{sha}`): `pending` while queued and running, then
+//! `success`, `failure` or `error`.
+//!
+//! # Layout
+//!
+//! - [`status`]: what an event says on GitHub (pure).
+//! - [`github`]: the HTTP call, and what GitHub's answer means (stored, retry, rejected).
+//! - this file: the consumer loop, the build's commit and number, acks.
+//!
+//! # Invariants
+//!
+//! - **Statuses are sent in stream order, one at a time.** The consumer has `max_ack_pending: 1`,
+//!   so a status waiting for a retry holds back the ones after it, and none can overtake another
+//!   (GitHub shows the last status of a context).
+//! - **An event of an attempt older than the build's last started attempt sends nothing**: the
+//!   scheduler's attempt-0 `canceled` that lost to a running attempt, or a runner presumed dead
+//!   that woke up, would otherwise overwrite the status of the attempt that counts.
+//! - **Transient failures are retried, refusals are not**: a network error, 5xx or rate limit
+//!   naks the event (after `Retry-After` where GitHub gives one); any other 4xx is logged once
+//!   and acked, so one bad repository does not stop the rest. Sending a status twice is harmless.
+//! - The token is never logged.
+
+pub mod github;
+pub mod status;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use futures::StreamExt;
+use hermes_nats::jetstream::{self, AckKind, stream::LastRawMessageErrorKind};
+use hermes_nats::{Bus, definitions};
+use hermes_schemas::events::BuildEvent;
+use hermes_schemas::ids::CommitSha;
+use hermes_schemas::{BuildId, Envelope, RepoName, subjects};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use github::{GitHub, Sent, Token};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifierError {
+    #[error("invalid notifier configuration: {0}")]
+    Config(String),
+    #[error("NATS: {0}")]
+    Nats(String),
+}
+
+fn nats<E: std::fmt::Display>(e: E) -> NotifierError {
+    NotifierError::Nats(e.to_string())
+}
+
+/// What the notifier needs to know.
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    /// `https://api.github.com`, or a GitHub Enterprise Server's `https://HOST/api/v3`.
+    pub api_url: String,
+    pub token: Token,
+    /// Where Hermes's web UI is reachable; the statuses link to `{public_url}/?build={id}`.
+    pub public_url: Option<String>,
+    /// The status's context, which tells Hermes's statuses from other systems'.
+    pub context: String,
+    /// How long a status waits before it is sent again after a network error or a 5xx.
+    pub retry_delay: Duration,
+}
+
+impl NotifierConfig {
+    pub const DEFAULT_CONTEXT: &str = "hermes-ci";
+    pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+    pub fn new(api_url: impl Into<String>, token: Token) -> Self {
+        Self {
+            api_url: api_url.into(),
+            token,
+            public_url: None,
+            context: Self::DEFAULT_CONTEXT.to_owned(),
+            retry_delay: Self::DEFAULT_RETRY_DELAY,
+        }
+    }
+
+    /// Checks the URLs and the context, so that a mistake stops the start with its reason.
+    pub fn validate(&self) -> Result<(), NotifierError> {
+        GitHub::new(&self.api_url, self.token.clone())?;
+        if let Some(url) = &self.public_url {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            if !ok {
+                return Err(NotifierError::Config(format!(
+                    "public URL {url:?} is not an http(s) URL with a host"
+                )));
+            }
+        }
+        if self.context.trim().is_empty() {
+            return Err(NotifierError::Config("the status context is empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// How many builds' commit and number are remembered, so that `started` and `finished` need not
+/// look up their build's `queued` event on the stream.
+const CACHE: usize = 1024;
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(
+    bus: Bus,
+    config: NotifierConfig,
+    shutdown: CancellationToken,
+) -> Result<(), NotifierError> {
+    config.validate()?;
+    let github = GitHub::new(&config.api_url, config.token.clone())?;
+    let stream = bus
+        .js
+        .get_stream_no_info(subjects::BUILDS_STREAM)
+        .await
+        .map_err(nats)?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_consumer(definitions::NOTIFIER_CONSUMER)
+        .await
+        .map_err(nats)?;
+    tracing::info!(
+        api_url = %config.api_url,
+        public_url = config.public_url.as_deref().unwrap_or(""),
+        context = %config.context,
+        "Notifier started."
+    );
+    let mut notifier = Notifier {
+        github,
+        stream,
+        config,
+        builds: HashMap::new(),
+        order: VecDeque::new(),
+    };
+    loop {
+        let pull = consumer
+            .stream()
+            .expires(hermes_nats::PULL_EXPIRES)
+            .heartbeat(hermes_nats::PULL_EXPIRES / 2);
+        let mut messages = match pull.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot pull build events, retrying.");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    // A status cut off by the shutdown comes again after the ack wait.
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = notifier.handle(msg) => {}
+                    }
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "Pull stream hiccup."),
+                None => break,
+            }
+        }
+    }
+}
+
+/// What the notifier knows of a build from its `build.queued`.
+#[derive(Debug, Clone)]
+struct Build {
+    commit: CommitSha,
+    number: u64,
+}
+
+struct Notifier {
+    github: GitHub,
+    stream: jetstream::stream::Stream<()>,
+    config: NotifierConfig,
+    /// The last [`CACHE`] builds queued, oldest first in `order`.
+    builds: HashMap<BuildId, Build>,
+    order: VecDeque<BuildId>,
+}
+
+/// The event types that set a commit status.
+const REPORTED: &[&str] = &["build.queued", "build.started", "build.finished"];
+
+/// The `type` of a JSON event, if it has one.
+fn event_type(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_slice::<Typed>(payload)
+        .ok()
+        .map(|t| t.kind)
+}
+
+/// How handling an event ended, for its ack.
+enum Outcome {
+    Done,
+    /// Unusable for good: terminate it.
+    Poison(String),
+    /// Send it again after this long.
+    Retry(Duration),
+}
+
+impl Notifier {
+    async fn handle(&mut self, msg: jetstream::Message) {
+        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let span = tracing::info_span!("build_event", subject = %msg.subject, seq);
+        self.settle(msg).instrument(span).await;
+    }
+
+    async fn settle(&mut self, msg: jetstream::Message) {
+        let outcome = match serde_json::from_slice::<Envelope>(&msg.payload) {
+            Ok(event) => self.notify(&event).await,
+            Err(e) => match event_type(&msg.payload) {
+                // A newer kind of build event (a step's, say) sets no commit status.
+                Some(kind) if !REPORTED.contains(&kind.as_str()) => {
+                    tracing::debug!(kind, "No commit status for this event.");
+                    Outcome::Done
+                }
+                _ => Outcome::Poison(format!("not a build event: {e}")),
+            },
+        };
+        let ack = match outcome {
+            Outcome::Done => msg.ack().await,
+            Outcome::Poison(why) => {
+                tracing::error!(why, "Build event is unusable; terminating it.");
+                msg.ack_with(AckKind::Term).await
+            }
+            Outcome::Retry(after) => msg.ack_with(AckKind::Nak(Some(after))).await,
+        };
+        if let Err(e) = ack {
+            tracing::warn!(error = %e, "Ack failed; the status will be sent again.");
+        }
+    }
+
+    async fn notify(&mut self, event: &Envelope) -> Outcome {
+        let retry = self.config.retry_delay;
+        match self.last_started(event).await {
+            Ok(Some(started)) if started > event.attempt => {
+                tracing::debug!(
+                    event = %event.id, started,
+                    "A newer attempt started; this event's status would be stale."
+                );
+                return Outcome::Done;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(event = %event.id, error = %e, "Cannot read the build's attempts; retrying.");
+                return Outcome::Retry(retry);
+            }
+        }
+        let build = match self.build(event).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                tracing::warn!(
+                    event = %event.id,
+                    "The build's build.queued is not on the stream; its commit is unknown and no status is sent."
+                );
+                return Outcome::Done;
+            }
+            Err(e) => {
+                tracing::warn!(event = %event.id, error = %e, "Cannot look up the build's commit; retrying.");
+                return Outcome::Retry(retry);
+            }
+        };
+        let status = status::commit_status(
+            event,
+            build.number,
+            self.config.public_url.as_deref(),
+            &self.config.context,
+        );
+        match self
+            .github
+            .create_status(&event.repo, &build.commit, &status)
+            .await
+        {
+            Sent::Stored => {
+                tracing::info!(
+                    event = %event.id, repo = %event.repo.as_str(), commit = %build.commit,
+                    state = ?status.state, "Commit status set."
+                );
+                Outcome::Done
+            }
+            Sent::Retry(after, why) => {
+                let after = after.unwrap_or(retry);
+                tracing::warn!(
+                    event = %event.id, repo = %event.repo.as_str(), why, retry_in = ?after,
+                    "Commit status not set; it will be sent again."
+                );
+                Outcome::Retry(after)
+            }
+            Sent::Rejected(why) => {
+                tracing::warn!(
+                    event = %event.id, repo = %event.repo.as_str(), commit = %build.commit, why,
+                    "GitHub refused the commit status; giving it up (check the token's access to the repository)."
+                );
+                Outcome::Done
+            }
+        }
+    }
+
+    /// The build's commit and number: from the event itself, the cache, or the build's
+    /// `build.queued` on the stream. `None` when that event is gone.
+    async fn build(&mut self, event: &Envelope) -> Result<Option<Build>, NotifierError> {
+        if let BuildEvent::Queued(q) = &event.event {
+            let build = Build {
+                commit: q.commit.clone(),
+                number: q.number,
+            };
+            self.remember(event.build_id.clone(), build.clone());
+            return Ok(Some(build));
+        }
+        if let Some(b) = self.builds.get(&event.build_id) {
+            return Ok(Some(b.clone()));
+        }
+        let Some(queued) = self.last(&event.repo, &event.build_id, "queued").await? else {
+            return Ok(None);
+        };
+        match queued.event {
+            BuildEvent::Queued(q) => {
+                let build = Build {
+                    commit: q.commit,
+                    number: q.number,
+                };
+                self.remember(event.build_id.clone(), build.clone());
+                Ok(Some(build))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn remember(&mut self, id: BuildId, build: Build) {
+        if self.builds.insert(id.clone(), build).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > CACHE {
+            if let Some(old) = self.order.pop_front() {
+                self.builds.remove(&old);
+            }
+        }
+    }
+
+    /// The attempt of the build's last `build.started` on the stream, if any started.
+    async fn last_started(&self, event: &Envelope) -> Result<Option<u32>, NotifierError> {
+        if event.attempt == 0 && matches!(event.event, BuildEvent::Queued(_)) {
+            // A queued build may already run when the notifier lags; its `pending` is harmless
+            // and cheaper than the look-up.
+            return Ok(None);
+        }
+        Ok(self
+            .last(&event.repo, &event.build_id, "started")
+            .await?
+            .map(|e| e.attempt))
+    }
+
+    /// The last event named `name` of a build on the stream.
+    async fn last(
+        &self,
+        repo: &RepoName,
+        build: &BuildId,
+        name: &str,
+    ) -> Result<Option<Envelope>, NotifierError> {
+        let subject = subjects::build_event(repo, build, name);
+        match self.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => serde_json::from_slice(&m.payload)
+                .map(Some)
+                .map_err(|e| NotifierError::Nats(format!("{subject}: not a build event: {e}"))),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(nats(e)),
+        }
+    }
+}

@@ -1,13 +1,14 @@
 //! Building a checkout's Dockerfile on the Docker engine, streaming every output line.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
 };
+use bytes::Bytes;
 use futures::StreamExt;
 use hermes_schemas::LogStream;
 
@@ -43,31 +44,95 @@ pub enum BuildOutcome {
     EngineError(String),
 }
 
-/// A tar archive of `dir` without its `.git` directory and without what its `.dockerignore`
-/// excludes (the `Dockerfile` and the `.dockerignore` itself always go, as the Docker CLI sends
-/// them): the build context. Symbolic links go as links.
-pub fn context_tar(dir: &Path) -> std::io::Result<Vec<u8>> {
-    let ignore = match std::fs::symlink_metadata(dir.join(".dockerignore")) {
+/// The `.dockerignore` of the checkout at `dir` (none: nothing is excluded); the error is the
+/// build's reason.
+pub fn read_ignore(dir: &Path) -> Result<Ignore, String> {
+    let path = dir.join(".dockerignore");
+    match std::fs::symlink_metadata(&path) {
         Ok(meta) if meta.file_type().is_file() && meta.len() <= 1024 * 1024 => {
-            let text = std::fs::read_to_string(dir.join(".dockerignore"))?;
-            Ignore::parse(&text).map_err(std::io::Error::other)?
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!(".dockerignore cannot be read: {e}"))?;
+            Ignore::parse(&text)
         }
-        Ok(_) => {
-            return Err(std::io::Error::other(
-                ".dockerignore must be a regular file of at most 1 MiB",
-            ));
-        }
-        Err(_) => Ignore::default(),
-    };
-    let mut builder = tar::Builder::new(Vec::new());
+        Ok(_) => Err(".dockerignore must be a regular file of at most 1 MiB".into()),
+        Err(_) => Ok(Ignore::default()),
+    }
+}
+
+/// A tar archive of `dir` without its `.git` directory and without what `ignore` excludes (the
+/// `Dockerfile` and the `.dockerignore` itself always go, as the Docker CLI sends them): the build
+/// context, written to `out`. Symbolic links go as links.
+pub fn write_context<W: std::io::Write>(dir: &Path, ignore: &Ignore, out: W) -> std::io::Result<W> {
+    let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
-    add_dir(&mut builder, dir, "", &ignore)?;
+    add_dir(&mut builder, dir, "", ignore)?;
     builder.into_inner()
 }
 
+/// The build context of `dir` as a stream of chunks of at most [`CHUNK`] bytes, packed by a
+/// blocking task that stays at most a few chunks ahead of the engine: a repository of any size
+/// costs the runner a bounded amount of memory.
+pub fn context_stream(
+    dir: PathBuf,
+    ignore: Ignore,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let writer = ChunkWriter {
+            buf: Vec::with_capacity(CHUNK),
+            tx: tx.clone(),
+        };
+        let result = write_context(&dir, &ignore, writer).and_then(|mut w| w.send());
+        if let Err(e) = result {
+            // Gone receiver (the build was stopped) or a file that could not be read: either
+            // way the engine sees the body end in an error, not a short archive.
+            if tx.blocking_send(Err(e)).is_err() {
+                tracing::debug!("Build context not sent: the build stopped.");
+            }
+        }
+    });
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// The most bytes of context in one chunk.
+pub const CHUNK: usize = 256 * 1024;
+
+/// Hands what is written to a channel, [`CHUNK`] bytes at a time.
+struct ChunkWriter {
+    buf: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "build stopped"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Adds what `dir` (at `prefix` in the context) holds, recursively.
-fn add_dir(
-    builder: &mut tar::Builder<Vec<u8>>,
+fn add_dir<W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
     dir: &Path,
     prefix: &str,
     ignore: &Ignore,
@@ -139,7 +204,7 @@ impl LastImage {
 /// `log` and noting each committed step in `last`.
 pub async fn build(
     docker: &Docker,
-    context: Vec<u8>,
+    context: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     tag: &str,
     log: &mut LogSink,
     last: &LastImage,
@@ -155,7 +220,7 @@ pub async fn build(
         // when it ends, so a cache would rarely have helped anyway.
         .nocache(true)
         .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(context)));
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
@@ -278,6 +343,41 @@ pub async fn connect(within: std::time::Duration, log: &mut LogSink) -> Result<D
 #[cfg(test)]
 mod tests {
     use super::{LastImage, image_repository};
+
+    #[tokio::test]
+    async fn the_streamed_context_is_the_archive_in_bounded_chunks() {
+        use futures::StreamExt;
+        let dir = std::env::temp_dir().join(format!("hermes-context-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join(".git")).expect("dir");
+        std::fs::write(dir.join(".git/HEAD"), "ref").expect("file");
+        std::fs::write(dir.join("Dockerfile"), "FROM x\n").expect("file");
+        std::fs::write(dir.join("big"), vec![7u8; 3 * super::CHUNK + 5]).expect("file");
+        std::fs::write(dir.join(".dockerignore"), "*.tmp\n").expect("file");
+        std::fs::write(dir.join("a.tmp"), "left out").expect("file");
+        let ignore = super::read_ignore(&dir).expect("ignore");
+        let whole = super::write_context(&dir, &ignore, Vec::new()).expect("tar");
+        let chunks: Vec<_> = super::context_stream(dir.clone(), ignore)
+            .map(|c| c.expect("chunk"))
+            .collect()
+            .await;
+        assert!(chunks.iter().all(|c| c.len() <= super::CHUNK));
+        assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+        assert_eq!(chunks.concat(), whole);
+        let mut names: Vec<String> = tar::Archive::new(whole.as_slice())
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        names.sort();
+        assert_eq!(names, [".dockerignore", "Dockerfile", "big"]);
+        std::fs::remove_dir_all(dir).ok();
+    }
 
     #[test]
     fn the_last_committed_step_is_noted() {

@@ -699,14 +699,11 @@ impl Runner {
         let limit = pipeline.timeout.map_or(self.config.build_timeout, |t| {
             t.min(self.config.build_timeout)
         });
-        let context_dir = dir.to_owned();
-        let context = tokio::task::spawn_blocking(move || docker::context_tar(&context_dir))
-            .await
-            .map_err(|e| errored(format!("packing the build context failed: {e}")))?
-            .map_err(|e| errored(format!("packing the build context failed: {e}")))?;
+        let ignore = docker::read_ignore(dir).map_err(errored)?;
         let engine = docker::connect(self.config.docker_wait, log)
             .await
             .map_err(errored)?;
+        let context = docker::context_stream(dir.to_owned(), ignore);
         let build = docker::build(&engine, context, tag, log, last_image);
         match tokio::time::timeout_at(started + limit, build).await {
             Err(_) => Err(Stop::Timeout(limit)),

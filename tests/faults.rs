@@ -807,6 +807,20 @@ fn a_failed_or_canceled_build_leaves_no_image_behind() {
     // The runner cleans up after it reports the end.
     let left = wait_until(Duration::from_secs(10), || images_with(&marker).is_empty());
     assert!(left, "images left behind: {:?}", images_with(&marker));
+    // A build whose first step fails committed nothing: its base image is not its to remove.
+    let first_fails = repo_with(&format!(
+        "FROM hermes-test-base:latest\nRUN echo {marker}-first && exit 1\n"
+    ));
+    let id = c.push(&first_fails, "d-images-first-step");
+    let done = c
+        .core
+        .wait_build(&id, Duration::from_secs(60), "the end", is_final);
+    assert_eq!(done["status"], "failed", "{done:#}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        image_exists("hermes-test-base:latest"),
+        "the base image was removed"
+    );
 }
 
 #[test]

@@ -179,24 +179,45 @@ fn add_dir<W: std::io::Write>(
 /// outside the build's future: a build that fails, or is dropped (cancel, timeout, hand-back), gets
 /// no tag, and its committed steps would stay in the engine as untagged images, holding the
 /// repository's files, until someone prunes them.
+///
+/// The image a `FROM` step names is not the build's: the ` ---> <id>` after it is passed over, so
+/// a build whose first step fails never removes its base image.
 #[derive(Debug, Default)]
-pub struct LastImage(std::sync::Mutex<Option<String>>);
+pub struct LastImage(std::sync::Mutex<Seen>);
+
+#[derive(Debug, Default)]
+struct Seen {
+    image: Option<String>,
+    /// The last step line was a `FROM`: the next id is its base image.
+    after_from: bool,
+}
 
 impl LastImage {
     /// Notes the image of a ` ---> <id>` line of the builder's output.
     fn saw(&self, text: &str) {
-        let is_id = |id: &&str| id.len() >= 12 && id.bytes().all(|b| b.is_ascii_hexdigit());
-        let id = text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("---> "))
-            .rfind(is_id);
-        if let Some(id) = id {
-            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_owned());
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for line in text.lines().map(str::trim) {
+            if let Some(step) = line.strip_prefix("Step ") {
+                let instruction = step.split_once(" : ").map_or("", |(_, i)| i);
+                seen.after_from = instruction
+                    .get(..5)
+                    .is_some_and(|i| i.eq_ignore_ascii_case("FROM "));
+            } else if let Some(id) = line.strip_prefix("---> ")
+                && id.len() >= 12
+                && id.bytes().all(|b| b.is_ascii_hexdigit())
+                && !std::mem::take(&mut seen.after_from)
+            {
+                seen.image = Some(id.to_owned());
+            }
         }
     }
 
     pub fn take(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .image
+            .take()
     }
 }
 
@@ -382,10 +403,13 @@ mod tests {
     #[test]
     fn the_last_committed_step_is_noted() {
         let last = LastImage::default();
-        last.saw("Step 1/3 : FROM base\n ---> 8dc51b0d02c1\n");
+        last.saw("Step 1/3 : FROM base\n");
+        last.saw(" ---> 8dc51b0d02c1\n");
         last.saw("Step 2/3 : RUN echo x\n");
         last.saw(" ---> Running in e976f9a3c800\n");
-        assert_eq!(last.take().as_deref(), Some("8dc51b0d02c1"));
+        assert_eq!(last.take(), None, "the base image is not the build's");
+        last.saw("Step 1/3 : from base\n ---> 8dc51b0d02c1\n");
+        assert_eq!(last.take(), None);
         last.saw("x\nRemoving intermediate container e976f9a3c800\n ---> 02fc4c90f090\n");
         assert_eq!(last.take().as_deref(), Some("02fc4c90f090"));
         assert_eq!(last.take(), None);

@@ -6,7 +6,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::{Event, HeaderMap, connection::State};
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 /// Failures talking to NATS, by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +102,60 @@ impl Bus {
         bus.wait_connected(within).await?;
         bus.apply_definitions().await?;
         Ok(bus)
+    }
+
+    /// Pulls from the durable consumer `consumer` of `stream` and hands each message to `handle`,
+    /// one at a time and in order, until `shutdown` (checked between messages: a handler may
+    /// watch it itself). Each pull expires after [`PULL_EXPIRES`]; one that fails is asked again a
+    /// second later. An error only when the stream or consumer cannot be found at the start.
+    pub async fn consume<F, Fut>(
+        &self,
+        stream: &str,
+        consumer: &str,
+        shutdown: &CancellationToken,
+        mut handle: F,
+    ) -> Result<(), BusError>
+    where
+        F: FnMut(jetstream::Message) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
+        let stream = self
+            .js
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_consumer(consumer)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        loop {
+            let pull = consumer
+                .stream()
+                .expires(PULL_EXPIRES)
+                .heartbeat(PULL_EXPIRES / 2);
+            let mut messages = match pull.messages().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot pull messages, retrying.");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    next = messages.next() => next,
+                };
+                match next {
+                    Some(Ok(msg)) => handle(msg).await,
+                    Some(Err(e)) => tracing::debug!(error = %e, "Pull stream hiccup."),
+                    None => break,
+                }
+            }
+        }
     }
 
     /// Waits until the connection is up, at most `within`.

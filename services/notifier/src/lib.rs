@@ -30,7 +30,6 @@ pub mod status;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use futures::StreamExt;
 use hermes_nats::jetstream::{self, AckKind, stream::LastRawMessageErrorKind};
 use hermes_nats::{Bus, definitions};
 use hermes_schemas::events::BuildEvent;
@@ -117,56 +116,40 @@ pub async fn run(
         .get_stream_no_info(subjects::BUILDS_STREAM)
         .await
         .map_err(nats)?;
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .get_consumer(definitions::NOTIFIER_CONSUMER)
-        .await
-        .map_err(nats)?;
     tracing::info!(
         api_url = %config.api_url,
         public_url = config.public_url.as_deref().unwrap_or(""),
         context = %config.context,
         "Notifier started."
     );
-    let mut notifier = Notifier {
+    let notifier = Notifier {
         github,
         stream,
         config,
-        builds: HashMap::new(),
-        order: VecDeque::new(),
+        cache: Default::default(),
     };
-    loop {
-        let pull = consumer
-            .stream()
-            .expires(hermes_nats::PULL_EXPIRES)
-            .heartbeat(hermes_nats::PULL_EXPIRES / 2);
-        let mut messages = match pull.messages().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "Cannot pull build events, retrying.");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
+    let (notifier, stop) = (&notifier, &shutdown);
+    bus.consume(
+        subjects::BUILDS_STREAM,
+        definitions::NOTIFIER_CONSUMER,
+        &shutdown,
+        |msg| async move {
+            // A status cut off by the shutdown comes again after the ack wait.
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = notifier.handle(msg) => {}
             }
-        };
-        loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(msg)) => {
-                    // A status cut off by the shutdown comes again after the ack wait.
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        () = notifier.handle(msg) => {}
-                    }
-                }
-                Some(Err(e)) => tracing::debug!(error = %e, "Pull stream hiccup."),
-                None => break,
-            }
-        }
-    }
+        },
+    )
+    .await
+    .map_err(nats)
+}
+
+/// The commit and number of the last builds queued, oldest first in `order`.
+#[derive(Default)]
+struct Cache {
+    builds: HashMap<BuildId, Build>,
+    order: VecDeque<BuildId>,
 }
 
 /// What the notifier knows of a build from its `build.queued`.
@@ -180,9 +163,8 @@ struct Notifier {
     github: GitHub,
     stream: jetstream::stream::Stream<()>,
     config: NotifierConfig,
-    /// The last [`CACHE`] builds queued, oldest first in `order`.
-    builds: HashMap<BuildId, Build>,
-    order: VecDeque<BuildId>,
+    /// The last [`CACHE`] builds queued.
+    cache: std::sync::Mutex<Cache>,
 }
 
 /// The event types that set a commit status.
@@ -210,13 +192,13 @@ enum Outcome {
 }
 
 impl Notifier {
-    async fn handle(&mut self, msg: jetstream::Message) {
+    async fn handle(&self, msg: jetstream::Message) {
         let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let span = tracing::info_span!("build_event", subject = %msg.subject, seq);
         self.settle(msg).instrument(span).await;
     }
 
-    async fn settle(&mut self, msg: jetstream::Message) {
+    async fn settle(&self, msg: jetstream::Message) {
         let outcome = match serde_json::from_slice::<Envelope>(&msg.payload) {
             Ok(event) => self.notify(&event).await,
             Err(e) => match event_type(&msg.payload) {
@@ -241,7 +223,7 @@ impl Notifier {
         }
     }
 
-    async fn notify(&mut self, event: &Envelope) -> Outcome {
+    async fn notify(&self, event: &Envelope) -> Outcome {
         let retry = self.config.retry_delay;
         match self.last_started(event).await {
             Ok(Some(started)) if started > event.attempt => {
@@ -309,7 +291,7 @@ impl Notifier {
 
     /// The build's commit and number: from the event itself, the cache, or the build's
     /// `build.queued` on the stream. `None` when that event is gone.
-    async fn build(&mut self, event: &Envelope) -> Result<Option<Build>, NotifierError> {
+    async fn build(&self, event: &Envelope) -> Result<Option<Build>, NotifierError> {
         if let BuildEvent::Queued(q) = &event.event {
             let build = Build {
                 commit: q.commit.clone(),
@@ -318,7 +300,7 @@ impl Notifier {
             self.remember(event.build_id.clone(), build.clone());
             return Ok(Some(build));
         }
-        if let Some(b) = self.builds.get(&event.build_id) {
+        if let Some(b) = self.cached().builds.get(&event.build_id) {
             return Ok(Some(b.clone()));
         }
         let Some(queued) = self.last(&event.repo, &event.build_id, "queued").await? else {
@@ -337,13 +319,18 @@ impl Notifier {
         }
     }
 
-    fn remember(&mut self, id: BuildId, build: Build) {
-        if self.builds.insert(id.clone(), build).is_none() {
-            self.order.push_back(id);
+    fn cached(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, id: BuildId, build: Build) {
+        let mut cache = self.cached();
+        if cache.builds.insert(id.clone(), build).is_none() {
+            cache.order.push_back(id);
         }
-        while self.order.len() > CACHE {
-            if let Some(old) = self.order.pop_front() {
-                self.builds.remove(&old);
+        while cache.order.len() > CACHE {
+            if let Some(old) = cache.order.pop_front() {
+                cache.builds.remove(&old);
             }
         }
     }

@@ -12,7 +12,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use hermes_nats::jetstream::{self, AckKind, kv};
 use hermes_nats::{Bus, BusError, definitions};
 use hermes_schemas::commands::RestartBuild;
@@ -58,81 +57,25 @@ pub async fn run(
         .get_key_value(definitions::SCHEDULER_BUCKET)
         .await
         .map_err(nats)?;
-    let scheduler = std::sync::Arc::new(Scheduler { bus, store, pool });
+    let scheduler = Scheduler { bus, store, pool };
     tracing::info!("Scheduler started.");
-    let deliveries = {
-        let s = scheduler.clone();
-        consume(
-            s.bus.clone(),
-            subjects::WEBHOOKS_STREAM,
-            definitions::SCHEDULER_CONSUMER,
-            shutdown.clone(),
-            move |msg| {
-                let s = s.clone();
-                async move { s.handle_delivery(msg).await }
-            },
-        )
-    };
-    let control = {
-        let s = scheduler.clone();
-        consume(
-            s.bus.clone(),
-            subjects::CONTROL_STREAM,
-            definitions::SCHEDULER_CONTROL_CONSUMER,
-            shutdown,
-            move |msg| {
-                let s = s.clone();
-                async move { s.handle_control(msg).await }
-            },
-        )
-    };
+    let deliveries = scheduler.bus.consume(
+        subjects::WEBHOOKS_STREAM,
+        definitions::SCHEDULER_CONSUMER,
+        &shutdown,
+        |msg| scheduler.handle_delivery(msg),
+    );
+    let control = scheduler.bus.consume(
+        subjects::CONTROL_STREAM,
+        definitions::SCHEDULER_CONTROL_CONSUMER,
+        &shutdown,
+        |msg| scheduler.handle_control(msg),
+    );
     // The first to fail stops both, so the service exits (and is restarted) rather than going on
     // half deaf.
-    tokio::try_join!(deliveries, control).map(|_| ())
-}
-
-/// Pulls from a durable consumer and hands each message to `handle`, one at a time, in order.
-async fn consume<F, Fut>(
-    bus: Bus,
-    stream: &str,
-    consumer: &str,
-    shutdown: CancellationToken,
-    handle: F,
-) -> Result<(), SchedulerError>
-where
-    F: Fn(jetstream::Message) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let stream = bus.js.get_stream_no_info(stream).await.map_err(nats)?;
-    let consumer: jetstream::consumer::PullConsumer =
-        stream.get_consumer(consumer).await.map_err(nats)?;
-    loop {
-        let pull = consumer
-            .stream()
-            .expires(hermes_nats::PULL_EXPIRES)
-            .heartbeat(hermes_nats::PULL_EXPIRES / 2);
-        let mut messages = match pull.messages().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "Cannot pull messages, retrying.");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(msg)) => handle(msg).await,
-                Some(Err(e)) => tracing::debug!(error = %e, "Pull stream hiccup."),
-                None => break,
-            }
-        }
-    }
+    tokio::try_join!(deliveries, control)
+        .map(|_| ())
+        .map_err(nats)
 }
 
 struct Scheduler {

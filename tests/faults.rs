@@ -821,6 +821,27 @@ fn a_failed_or_canceled_build_leaves_no_image_behind() {
         image_exists("hermes-test-base:latest"),
         "the base image was removed"
     );
+    // A build's output is not to be trusted: a step that prints the builder's ` ---> <id>` line
+    // with another image's id must not get that image removed.
+    let base = Command::new("docker")
+        .args(["images", "-q", "hermes-test-base:latest"])
+        .output()
+        .expect("docker images");
+    let base = String::from_utf8_lossy(&base.stdout).trim().to_owned();
+    assert_eq!(base.len(), 12, "{base:?}");
+    let forger = repo_with(&format!(
+        "FROM hermes-test-base:latest\nRUN echo {marker}-forger > /m\nRUN echo ' ---> {base}' && exit 1\n"
+    ));
+    let id = c.push(&forger, "d-images-forger");
+    let done = c
+        .core
+        .wait_build(&id, Duration::from_secs(60), "the end", is_final);
+    assert_eq!(done["status"], "failed", "{done:#}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        image_exists("hermes-test-base:latest"),
+        "an id the build printed was removed"
+    );
 }
 
 #[test]

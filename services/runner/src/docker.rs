@@ -182,8 +182,12 @@ fn add_dir<W: std::io::Write>(
 ///
 /// The image a `FROM` step names is not the build's: the ` ---> <id>` after it is passed over, so
 /// a build whose first step fails never removes its base image.
-#[derive(Debug, Default)]
-pub struct LastImage(std::sync::Mutex<Seen>);
+#[derive(Debug)]
+pub struct LastImage {
+    seen: std::sync::Mutex<Seen>,
+    /// When the build began: an image made before is not the build's.
+    since: time::OffsetDateTime,
+}
 
 #[derive(Debug, Default)]
 struct Seen {
@@ -192,16 +196,26 @@ struct Seen {
     after_from: bool,
 }
 
+impl Default for LastImage {
+    fn default() -> Self {
+        Self {
+            seen: Default::default(),
+            since: time::OffsetDateTime::now_utc(),
+        }
+    }
+}
+
 impl LastImage {
     /// Notes the image of a ` ---> <id>` line of the builder's output.
     fn saw(&self, text: &str) {
-        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         for line in text.lines().map(str::trim) {
             if let Some(step) = line.strip_prefix("Step ") {
                 let instruction = step.split_once(" : ").map_or("", |(_, i)| i);
                 seen.after_from = instruction
-                    .get(..5)
-                    .is_some_and(|i| i.eq_ignore_ascii_case("FROM "));
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|i| i.eq_ignore_ascii_case("FROM"));
             } else if let Some(id) = line.strip_prefix("---> ")
                 && id.len() >= 12
                 && id.bytes().all(|b| b.is_ascii_hexdigit())
@@ -213,11 +227,15 @@ impl LastImage {
     }
 
     pub fn take(&self) -> Option<String> {
-        self.0
+        self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .image
             .take()
+    }
+
+    pub fn since(&self) -> time::OffsetDateTime {
+        self.since
     }
 }
 
@@ -279,13 +297,39 @@ pub async fn remove_image(docker: &Docker, tag: &str) {
     }
 }
 
-/// Removes the image `id`, waiting (at most `within`) while a container still uses it: a build that
-/// was stopped has its last step's container torn down by the engine a moment after.
-pub async fn remove_image_when_free(docker: &Docker, id: &str, within: std::time::Duration) {
+/// Removes `id`, the last step a build committed, if it is one: the id comes from the build's
+/// output, which a `RUN` step can print too, so only an image that has no tag and no digest and was
+/// made since the build began (`since`, with 5 s for the engine's clock) is removed, and never by
+/// force. Waits (at most `within`) while a container still uses it: a stopped build's last
+/// container is torn down by the engine a moment after.
+pub async fn remove_step_image(
+    docker: &Docker,
+    id: &str,
+    since: time::OffsetDateTime,
+    within: std::time::Duration,
+) {
+    let Ok(image) = docker.inspect_image(id).await else {
+        return;
+    };
+    let named = image.repo_tags.is_some_and(|t| !t.is_empty())
+        || image.repo_digests.is_some_and(|d| !d.is_empty());
+    let created = image.created.as_deref().and_then(|c| {
+        time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339).ok()
+    });
+    if named || created.is_none_or(|c| c < since - time::Duration::seconds(5)) {
+        tracing::warn!(image = id, "Not removing an image this build did not make.");
+        return;
+    }
     let deadline = tokio::time::Instant::now() + within;
-    let options = RemoveImageOptionsBuilder::default().force(true).build();
     loop {
-        match docker.remove_image(id, Some(options.clone()), None).await {
+        match docker
+            .remove_image(
+                id,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+        {
             Err(DockerError::DockerResponseServerError {
                 status_code: 409, ..
             }) if tokio::time::Instant::now() < deadline => {
@@ -409,6 +453,8 @@ mod tests {
         last.saw(" ---> Running in e976f9a3c800\n");
         assert_eq!(last.take(), None, "the base image is not the build's");
         last.saw("Step 1/3 : from base\n ---> 8dc51b0d02c1\n");
+        assert_eq!(last.take(), None);
+        last.saw("Step 1/3 : FROM\tbase\n ---> 8dc51b0d02c1\n");
         assert_eq!(last.take(), None);
         last.saw("x\nRemoving intermediate container e976f9a3c800\n ---> 02fc4c90f090\n");
         assert_eq!(last.take().as_deref(), Some("02fc4c90f090"));

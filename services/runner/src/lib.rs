@@ -153,9 +153,21 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "Cannot look for leftovers in Docker."),
     }
     let consumer = lease_consumer(&bus, &config).await?;
-    let runner = Runner { bus, config };
+    let runner = Runner {
+        bus,
+        config,
+        cleanups: Default::default(),
+    };
     tracing::info!(runner = %runner.config.name, pool = %runner.config.pool, lease = ?runner.config.lease, "Runner started.");
-    runner.take_work(&consumer, &shutdown).await?;
+    let worked = runner.take_work(&consumer, &shutdown).await;
+    let cleanups = std::mem::take(&mut *runner.cleanups.lock().unwrap_or_else(|e| e.into_inner()));
+    if tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(cleanups))
+        .await
+        .is_err()
+    {
+        tracing::warn!("Stopped waiting for the removal of a stopped build's image.");
+    }
+    worked?;
     tracing::info!(runner = %runner.config.name, "Runner stopped.");
     Ok(())
 }
@@ -193,6 +205,9 @@ async fn lease_consumer(
 struct Runner {
     bus: Bus,
     config: RunnerConfig,
+    /// Removals of stopped builds' images still running, waited for (a while) before the runner
+    /// exits.
+    cleanups: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Why an attempt stopped without a result of its own.
@@ -484,7 +499,7 @@ impl Runner {
         if lost > 0 {
             tracing::warn!(lost, "Some log lines could not be stored.");
         }
-        self.clean(&dir, &tag, last_image.take()).await;
+        self.clean(&dir, &tag, &last_image).await;
         match ending {
             Ending::Finished(status, error) => {
                 // The API says `timeout`; the log has the details.
@@ -635,14 +650,18 @@ impl Runner {
 
     /// Removes the attempt's image (its tag, and the last step it committed, which is all that is
     /// left of a build that failed or was stopped) and its work dir.
-    async fn clean(&self, dir: &Path, tag: &str, last_image: Option<String>) {
+    async fn clean(&self, dir: &Path, tag: &str, last_image: &docker::LastImage) {
         if let Ok(docker) = bollard::Docker::connect_with_defaults() {
             docker::remove_image(&docker, tag).await;
-            if let Some(id) = last_image {
+            if let Some(id) = last_image.take() {
                 // In the background: the build's end need not wait for the engine's teardown.
-                tokio::spawn(async move {
-                    docker::remove_image_when_free(&docker, &id, Duration::from_secs(30)).await;
+                let since = last_image.since();
+                let removal = tokio::spawn(async move {
+                    docker::remove_step_image(&docker, &id, since, Duration::from_secs(30)).await;
                 });
+                let mut cleanups = self.cleanups.lock().unwrap_or_else(|e| e.into_inner());
+                cleanups.retain(|h| !h.is_finished());
+                cleanups.push(removal);
             }
         }
         if let Err(e) = tokio::fs::remove_dir_all(dir).await

@@ -65,7 +65,7 @@ pub fn read_ignore(dir: &Path) -> Result<Ignore, String> {
 pub fn write_context<W: std::io::Write>(dir: &Path, ignore: &Ignore, out: W) -> std::io::Result<W> {
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
-    add_dir(&mut builder, dir, "", ignore)?;
+    add_dir(&mut builder, dir, Path::new(""), ignore)?;
     builder.into_inner()
 }
 
@@ -134,34 +134,27 @@ impl std::io::Write for ChunkWriter {
 fn add_dir<W: std::io::Write>(
     builder: &mut tar::Builder<W>,
     dir: &Path,
-    prefix: &str,
+    prefix: &Path,
     ignore: &Ignore,
 ) -> std::io::Result<()> {
     let mut entries = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            return Err(std::io::Error::other(format!(
-                "{:?} is not a UTF-8 file name",
-                entry.path()
-            )));
-        };
-        if prefix.is_empty() && name == ".git" {
+        if prefix.as_os_str().is_empty() && name == ".git" {
             continue;
         }
-        let rel = if prefix.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let always = matches!(rel.as_str(), "Dockerfile" | ".dockerignore");
-        let excluded = !always && ignore.excludes(&rel);
+        // The archive keeps the name as it is; the patterns see it as text (a name that is not
+        // UTF-8 is matched with its odd bytes replaced).
+        let rel = prefix.join(&name);
+        let text = rel.to_string_lossy();
+        let always = matches!(text.as_ref(), "Dockerfile" | ".dockerignore");
+        let excluded = !always && ignore.excludes(&text);
         let path = entry.path();
         if entry.file_type()?.is_dir() {
-            // An excluded directory is looked into only when an exception may bring back part
-            // of it.
-            if excluded && !ignore.has_exceptions() {
+            // An excluded directory is looked into only when an exception names something
+            // under it.
+            if excluded && !ignore.may_include_under(&text) {
                 continue;
             }
             if !excluded {
@@ -419,6 +412,9 @@ mod tests {
         std::fs::write(dir.join("big"), vec![7u8; 3 * super::CHUNK + 5]).expect("file");
         std::fs::write(dir.join(".dockerignore"), "*.tmp\n").expect("file");
         std::fs::write(dir.join("a.tmp"), "left out").expect("file");
+        // A name that is not UTF-8 goes as it is.
+        let latin1 = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"caf\xe9");
+        std::fs::write(dir.join(latin1), "x").expect("file");
         let ignore = super::read_ignore(&dir).expect("ignore");
         let whole = super::write_context(&dir, &ignore, Vec::new()).expect("tar");
         let chunks: Vec<_> = super::context_stream(dir.clone(), ignore)
@@ -428,19 +424,14 @@ mod tests {
         assert!(chunks.iter().all(|c| c.len() <= super::CHUNK));
         assert!(chunks.len() >= 3, "{} chunks", chunks.len());
         assert_eq!(chunks.concat(), whole);
-        let mut names: Vec<String> = tar::Archive::new(whole.as_slice())
+        let mut names: Vec<Vec<u8>> = tar::Archive::new(whole.as_slice())
             .entries()
             .expect("entries")
-            .map(|e| {
-                e.expect("entry")
-                    .path()
-                    .expect("path")
-                    .display()
-                    .to_string()
-            })
+            .map(|e| e.expect("entry").path_bytes().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, [".dockerignore", "Dockerfile", "big"]);
+        let want: [&[u8]; 4] = [b".dockerignore", b"Dockerfile", b"big", b"caf\xe9"];
+        assert_eq!(names, want);
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -13,6 +13,8 @@ use regex::Regex;
 #[derive(Debug, Default)]
 pub struct Ignore {
     rules: Vec<Rule>,
+    /// The cleaned patterns of the exceptions.
+    exceptions: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -25,6 +27,7 @@ impl Ignore {
     /// Parses the text of a `.dockerignore` file; the error names the line.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut rules = Vec::new();
+        let mut exceptions = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -41,14 +44,26 @@ impl Ignore {
             let regex = Regex::new(&translate(&pattern))
                 .map_err(|e| format!(".dockerignore:{}: {line:?}: {e}", i + 1))?;
             rules.push(Rule { regex, exception });
+            if exception {
+                exceptions.push(pattern);
+            }
         }
-        Ok(Self { rules })
+        Ok(Self { rules, exceptions })
     }
 
-    /// Whether any pattern is an exception: then an excluded directory may still hold included
-    /// files, and must be looked into.
+    /// Whether any pattern is an exception.
     pub fn has_exceptions(&self) -> bool {
-        self.rules.iter().any(|r| r.exception)
+        !self.exceptions.is_empty()
+    }
+
+    /// Whether the excluded directory `dir` must still be looked into: an exception's pattern
+    /// names something under it (as the Docker CLI decides: by the pattern's text, so
+    /// `!**/package.json` brings nothing back from an excluded `node_modules`).
+    pub fn may_include_under(&self, dir: &str) -> bool {
+        let dir = format!("{dir}/");
+        self.exceptions
+            .iter()
+            .any(|p| format!("{p}/").starts_with(&dir))
     }
 
     /// Whether `path` (relative to the context root, `/`-separated) stays out of the context.
@@ -91,6 +106,16 @@ fn clean(pattern: &str) -> String {
 
 /// The pattern as an anchored regular expression.
 fn translate(pattern: &str) -> String {
+    // A leading `**` with no wildcard after it matches by suffix, at any depth: `**.log` is every
+    // `.log` file (moby's suffix match), `**/x` is `x` in any directory.
+    if let Some(rest) = pattern.strip_prefix("**")
+        && !rest.contains(['*', '?', '[', '\\'])
+    {
+        return match rest.strip_prefix('/') {
+            Some(name) => format!("^(.*/)?{}$", regex::escape(name)),
+            None => format!("^.*{}$", regex::escape(rest)),
+        };
+    }
     let mut out = String::from("^");
     let mut chars = pattern.chars().peekable();
     let mut in_class = false;
@@ -192,6 +217,22 @@ mod tests {
         assert!(dirs.excludes("vendor/drop/x"));
         assert!(!dirs.excludes("vendor/keep"));
         assert!(!dirs.excludes("vendor/keep/x"));
+        assert!(dirs.may_include_under("vendor"));
+        assert!(!dirs.may_include_under("vendor/drop"));
+        assert!(!dirs.may_include_under("vend"));
+        // An exception that does not name the directory's path brings nothing back from it.
+        let deep = ignore("node_modules\n!**/package.json\n");
+        assert!(!deep.may_include_under("node_modules"));
+    }
+
+    #[test]
+    fn a_leading_double_star_without_wildcards_matches_by_suffix() {
+        let i = ignore("**.log\n**/secret.txt\n");
+        assert!(i.excludes("a.log"));
+        assert!(i.excludes("deep/er/a.log"));
+        assert!(i.excludes("secret.txt"));
+        assert!(i.excludes("x/secret.txt"));
+        assert!(!i.excludes("x/not-secret.txt.bak"));
     }
 
     #[test]

@@ -146,4 +146,7 @@ fn without_a_token_hermes_up_says_statuses_are_off() {
         "{}",
         hermes.logs()
     );
+    // Its consumer is made by the notifier when it first runs, so that a token set months later
+    // does not send a status for every build since.
+    assert!(!nats.has_consumer("HERMES_BUILDS", "notifier"));
 }

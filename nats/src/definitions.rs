@@ -47,11 +47,16 @@ pub const CONSUMERS: &[(&str, &str)] = &[
         "HERMES_JOBS",
         include_str!("../definitions/consumers/HERMES_JOBS.runner-default.json"),
     ),
-    (
-        "HERMES_BUILDS",
-        include_str!("../definitions/consumers/notifier.json"),
-    ),
 ];
+
+/// `(stream, JSON)` of the notifier's durable consumer. Not applied with the others: the notifier
+/// creates it on its own first start ([`apply_notifier_consumer`]), so that it begins with the
+/// builds after that (`deliver_policy: new`), not with every build since any Hermes process first
+/// started, which would send a backlog of stale statuses once a token is set.
+pub const NOTIFIER: (&str, &str) = (
+    "HERMES_BUILDS",
+    include_str!("../definitions/consumers/notifier.json"),
+);
 
 /// The key-value bucket the scheduler keeps its counters in (stream `KV_HERMES_SCHEDULER`).
 pub const SCHEDULER_BUCKET: &str = "HERMES_SCHEDULER";
@@ -123,16 +128,33 @@ pub async fn apply(js: &jetstream::Context) -> Result<(), BusError> {
             .map_err(|e| BusError::Apply(format!("stream {name}: {e}")))?;
     }
     for (stream, config) in consumers()? {
-        let name = config.durable_name.clone().unwrap_or_default();
-        let s = js
-            .get_stream_no_info(stream)
-            .await
-            .map_err(|e| BusError::Apply(format!("stream {stream}: {e}")))?;
-        // Creating with the same config is a no-op on the server; a changed config is an update.
-        s.create_consumer(config)
-            .await
-            .map_err(|e| BusError::Apply(format!("consumer {stream}/{name}: {e}")))?;
+        apply_consumer(js, stream, config).await?;
     }
+    Ok(())
+}
+
+/// Creates the notifier's consumer, or updates it when its definition changed.
+pub async fn apply_notifier_consumer(js: &jetstream::Context) -> Result<(), BusError> {
+    let (stream, json) = NOTIFIER;
+    let config = serde_json::from_str(json)
+        .map_err(|e| BusError::Definition(format!("consumer on {stream}: {e}")))?;
+    apply_consumer(js, stream, config).await
+}
+
+async fn apply_consumer(
+    js: &jetstream::Context,
+    stream: &str,
+    config: consumer::pull::Config,
+) -> Result<(), BusError> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    let s = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| BusError::Apply(format!("stream {stream}: {e}")))?;
+    // Creating with the same config is a no-op on the server; a changed config is an update.
+    s.create_consumer(config)
+        .await
+        .map_err(|e| BusError::Apply(format!("consumer {stream}/{name}: {e}")))?;
     Ok(())
 }
 

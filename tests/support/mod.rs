@@ -326,6 +326,20 @@ impl Nats {
         })
     }
 
+    /// Whether the durable consumer `name` exists on `stream`.
+    pub fn has_consumer(&self, stream: &str, name: &str) -> bool {
+        let bus = self.bus();
+        self.rt.block_on(async {
+            let Ok(stream) = bus.js.get_stream(stream).await else {
+                return false;
+            };
+            stream
+                .get_consumer::<hermes_nats::jetstream::consumer::pull::Config>(name)
+                .await
+                .is_ok()
+        })
+    }
+
     /// True when the scheduler has handled every delivery recorded so far.
     pub fn scheduler_idle(&self) -> bool {
         let bus = self.bus();

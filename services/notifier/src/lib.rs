@@ -111,6 +111,11 @@ pub async fn run(
 ) -> Result<(), NotifierError> {
     config.validate()?;
     let github = GitHub::new(&config.api_url, config.token.clone())?;
+    // Made by the notifier, not with the other definitions: it starts at the builds after the
+    // notifier first ran.
+    definitions::apply_notifier_consumer(&bus.js)
+        .await
+        .map_err(nats)?;
     let stream = bus
         .js
         .get_stream_no_info(subjects::BUILDS_STREAM)

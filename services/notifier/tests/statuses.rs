@@ -116,6 +116,20 @@ async fn setup(failures: &[StatusCode]) -> Setup {
     config.retry_delay = Duration::from_millis(100);
     let shutdown = CancellationToken::new();
     let notifier = tokio::spawn(hermes_notifier::run(bus.clone(), config, shutdown.clone()));
+    // The notifier makes its consumer as it starts, and reports the builds after that.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let stream = bus.js.get_stream("HERMES_BUILDS").await.expect("stream");
+            let found: Result<hermes_nats::jetstream::consumer::PullConsumer, _> =
+                stream.get_consumer("notifier").await;
+            if found.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the notifier made its consumer");
     Setup {
         _dir: dir,
         _server: server,

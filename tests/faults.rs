@@ -807,19 +807,22 @@ fn a_failed_or_canceled_build_leaves_no_image_behind() {
     // The runner cleans up after it reports the end.
     let left = wait_until(Duration::from_secs(10), || images_with(&marker).is_empty());
     assert!(left, "images left behind: {:?}", images_with(&marker));
-    // A build whose first step fails committed nothing: its base image is not its to remove.
-    let first_fails = repo_with(&format!(
-        "FROM hermes-test-base:latest\nRUN echo {marker}-first && exit 1\n"
-    ));
-    let id = c.push(&first_fails, "d-images-first-step");
-    let done = c
-        .core
-        .wait_build(&id, Duration::from_secs(60), "the end", is_final);
-    assert_eq!(done["status"], "failed", "{done:#}");
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(
-        image_exists("hermes-test-base:latest"),
-        "the base image was removed"
+    // A failing build whose last step the runner might take for its own must leave the base
+    // image alone.
+    let fails_keeping_base = |dockerfile: String, delivery: &str, why: &str| {
+        let id = c.push(&repo_with(&dockerfile), delivery);
+        let done = c
+            .core
+            .wait_build(&id, Duration::from_secs(60), "the end", is_final);
+        assert_eq!(done["status"], "failed", "{done:#}");
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(image_exists("hermes-test-base:latest"), "{why}");
+    };
+    // The first step fails: the build committed nothing, and the base image is not its to remove.
+    fails_keeping_base(
+        format!("FROM hermes-test-base:latest\nRUN echo {marker}-first && exit 1\n"),
+        "d-images-first-step",
+        "the base image was removed",
     );
     // A build's output is not to be trusted: a step that prints the builder's ` ---> <id>` line
     // with another image's id must not get that image removed.
@@ -829,18 +832,12 @@ fn a_failed_or_canceled_build_leaves_no_image_behind() {
         .expect("docker images");
     let base = String::from_utf8_lossy(&base.stdout).trim().to_owned();
     assert_eq!(base.len(), 12, "{base:?}");
-    let forger = repo_with(&format!(
-        "FROM hermes-test-base:latest\nRUN echo {marker}-forger > /m\nRUN echo ' ---> {base}' && exit 1\n"
-    ));
-    let id = c.push(&forger, "d-images-forger");
-    let done = c
-        .core
-        .wait_build(&id, Duration::from_secs(60), "the end", is_final);
-    assert_eq!(done["status"], "failed", "{done:#}");
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(
-        image_exists("hermes-test-base:latest"),
-        "an id the build printed was removed"
+    fails_keeping_base(
+        format!(
+            "FROM hermes-test-base:latest\nRUN echo {marker}-forger > /m\nRUN echo ' ---> {base}' && exit 1\n"
+        ),
+        "d-images-forger",
+        "an id the build printed was removed",
     );
 }
 

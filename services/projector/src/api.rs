@@ -207,10 +207,9 @@ fn last_event_id(headers: &axum::http::HeaderMap) -> Option<Position> {
     Some((attempt.parse().ok()?, line.parse().ok()?))
 }
 
-/// Whether `pos` is the line right after `last`: the next line of its attempt, or the first line
-/// of a newer one.
+/// Whether `pos` is the line right after `last` in its attempt.
 fn follows(last: Position, pos: Position) -> bool {
-    (pos.0 == last.0 && pos.1 == last.1 + 1) || (pos.0 > last.0 && pos.1 == 1)
+    pos.0 == last.0 && pos.1 == last.1 + 1
 }
 
 /// One client's live log.
@@ -261,9 +260,10 @@ impl Follow {
                         if pos <= self.last {
                             continue;
                         }
+                        // A gap, or a newer attempt (the last one's lines may have been missed
+                        // too): lines the subscription missed are in JetStream; send them from
+                        // the read model once it holds them.
                         if !follows(self.last, pos) {
-                            // Lines the subscription missed are in JetStream: send them from the
-                            // read model once it holds them.
                             self.catch_up().await;
                             self.send_stored(Some(pos)).await?;
                         }

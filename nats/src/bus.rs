@@ -158,6 +158,32 @@ impl Bus {
         }
     }
 
+    /// The last stored `build.<event>` of a build (`None` when there is none), read from the
+    /// build stream by subject: what a service asks when it must know whether an attempt started
+    /// or ended, or what a build was queued with.
+    pub async fn last_build_event(
+        &self,
+        repo: &hermes_schemas::RepoName,
+        build: &hermes_schemas::BuildId,
+        event: &str,
+    ) -> Result<Option<hermes_schemas::Envelope>, BusError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
+        let stream = self
+            .js
+            .get_stream_no_info(hermes_schemas::subjects::BUILDS_STREAM)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let subject = hermes_schemas::subjects::build_event(repo, build, event);
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => serde_json::from_slice(&m.payload)
+                .map(Some)
+                .map_err(|e| BusError::Definition(format!("{subject}: not a build event: {e}"))),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+
     /// Waits until the connection is up, at most `within`.
     pub async fn wait_connected(&self, within: Duration) -> Result<(), BusError> {
         let deadline = tokio::time::Instant::now() + within;

@@ -30,7 +30,7 @@ pub mod status;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use hermes_nats::jetstream::{self, AckKind, stream::LastRawMessageErrorKind};
+use hermes_nats::jetstream::{self, AckKind};
 use hermes_nats::{Bus, definitions};
 use hermes_schemas::events::BuildEvent;
 use hermes_schemas::ids::CommitSha;
@@ -116,11 +116,6 @@ pub async fn run(
     definitions::apply_notifier_consumer(&bus.js)
         .await
         .map_err(nats)?;
-    let stream = bus
-        .js
-        .get_stream_no_info(subjects::BUILDS_STREAM)
-        .await
-        .map_err(nats)?;
     tracing::info!(
         api_url = %config.api_url,
         public_url = config.public_url.as_deref().unwrap_or(""),
@@ -129,7 +124,7 @@ pub async fn run(
     );
     let notifier = Notifier {
         github,
-        stream,
+        bus: bus.clone(),
         config,
         cache: Default::default(),
     };
@@ -166,7 +161,7 @@ struct Build {
 
 struct Notifier {
     github: GitHub,
-    stream: jetstream::stream::Stream<()>,
+    bus: Bus,
     config: NotifierConfig,
     /// The last [`CACHE`] builds queued.
     cache: std::sync::Mutex<Cache>,
@@ -360,13 +355,9 @@ impl Notifier {
         build: &BuildId,
         name: &str,
     ) -> Result<Option<Envelope>, NotifierError> {
-        let subject = subjects::build_event(repo, build, name);
-        match self.stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(m) => serde_json::from_slice(&m.payload)
-                .map(Some)
-                .map_err(|e| NotifierError::Nats(format!("{subject}: not a build event: {e}"))),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(nats(e)),
-        }
+        self.bus
+            .last_build_event(repo, build, name)
+            .await
+            .map_err(nats)
     }
 }

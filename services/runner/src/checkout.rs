@@ -144,3 +144,40 @@ async fn git(
         })
     }
 }
+
+/// Reads `name` at the root of the checkout at `dir`: `None` when there is none, an error (the
+/// build's reason, naming the file) unless it is a regular file of at most `max` bytes of UTF-8.
+///
+/// git checks a symbolic link out as one; followed, `Hermes.yaml -> /home/hermes/.git-credentials`
+/// would put a file of the runner's host into the build's error and log, and a link to
+/// `/dev/zero` would fill the runner's memory. So a link is refused, the file is opened without
+/// following one (nothing can swap it in between), and it is read up to the limit only.
+pub async fn read_file(dir: &Path, name: &str, max: u64) -> Result<Option<String>, String> {
+    use tokio::io::AsyncReadExt;
+    let path = dir.join(name);
+    let Ok(meta) = tokio::fs::symlink_metadata(&path).await else {
+        return Ok(None);
+    };
+    if !meta.file_type().is_file() {
+        return Err(format!(
+            "{name} must be a regular file; a symbolic link or a directory is not followed"
+        ));
+    }
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .await
+        .map_err(|e| format!("{name} cannot be opened: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("{name} cannot be read: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(format!("{name} is larger than {} KiB", max / 1024));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| format!("{name} is not UTF-8 text"))
+}

@@ -44,18 +44,12 @@ pub enum BuildOutcome {
     EngineError(String),
 }
 
-/// The `.dockerignore` of the checkout at `dir` (none: nothing is excluded); the error is the
-/// build's reason.
-pub fn read_ignore(dir: &Path) -> Result<Ignore, String> {
-    let path = dir.join(".dockerignore");
-    match std::fs::symlink_metadata(&path) {
-        Ok(meta) if meta.file_type().is_file() && meta.len() <= 1024 * 1024 => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!(".dockerignore cannot be read: {e}"))?;
-            Ignore::parse(&text)
-        }
-        Ok(_) => Err(".dockerignore must be a regular file of at most 1 MiB".into()),
-        Err(_) => Ok(Ignore::default()),
+/// The `.dockerignore` of the checkout at `dir` (none: nothing is excluded), a regular file of at
+/// most 1 MiB; the error is the build's reason.
+pub async fn read_ignore(dir: &Path) -> Result<Ignore, String> {
+    match crate::checkout::read_file(dir, ".dockerignore", 1024 * 1024).await? {
+        Some(text) => Ignore::parse(&text),
+        None => Ok(Ignore::default()),
     }
 }
 
@@ -278,6 +272,8 @@ pub async fn build(
             Err(e) => return BuildOutcome::EngineError(e.to_string()),
         }
     }
+    // The last step is the built image now, and goes with its tag.
+    last.take();
     BuildOutcome::Built
 }
 
@@ -415,7 +411,7 @@ mod tests {
         // A name that is not UTF-8 goes as it is.
         let latin1 = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"caf\xe9");
         std::fs::write(dir.join(latin1), "x").expect("file");
-        let ignore = super::read_ignore(&dir).expect("ignore");
+        let ignore = super::read_ignore(&dir).await.expect("ignore");
         let whole = super::write_context(&dir, &ignore, Vec::new()).expect("tar");
         let chunks: Vec<_> = super::context_stream(dir.clone(), ignore)
             .map(|c| c.expect("chunk"))

@@ -563,19 +563,11 @@ impl Runner {
 
     /// The attempt of the last stored `build.<event>` of this build, if there is one.
     async fn last_attempt_of(&self, command: &BuildCommand, event: &str) -> Option<u32> {
-        let stream = self
+        let last = self
             .bus
-            .js
-            .get_stream_no_info(subjects::BUILDS_STREAM)
-            .await
-            .ok()?;
-        let subject = subjects::build_event(&command.repo, &command.build_id, event);
-        let last = stream
-            .get_last_raw_message_by_subject(&subject)
-            .await
-            .ok()?;
-        let event: Envelope = serde_json::from_slice(&last.payload).ok()?;
-        Some(event.attempt)
+            .last_build_event(&command.repo, &command.build_id, event)
+            .await;
+        last.ok().flatten().map(|e| e.attempt)
     }
 
     /// Whether the build has ended: an end is stored of its last started attempt or a newer one
@@ -648,8 +640,8 @@ impl Runner {
         }
     }
 
-    /// Removes the attempt's image (its tag, and the last step it committed, which is all that is
-    /// left of a build that failed or was stopped) and its work dir.
+    /// Removes the attempt's image (its tag, or the last step it committed when it failed or was
+    /// stopped and so has no tag) and its work dir.
     async fn clean(&self, dir: &Path, tag: &str, last_image: &docker::LastImage) {
         if let Ok(docker) = bollard::Docker::connect_with_defaults() {
             docker::remove_image(&docker, tag).await;
@@ -718,7 +710,7 @@ impl Runner {
         let limit = pipeline.timeout.map_or(self.config.build_timeout, |t| {
             t.min(self.config.build_timeout)
         });
-        let ignore = docker::read_ignore(dir).map_err(errored)?;
+        let ignore = docker::read_ignore(dir).await.map_err(errored)?;
         let engine = docker::connect(self.config.docker_wait, log)
             .await
             .map_err(errored)?;

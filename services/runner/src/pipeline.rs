@@ -10,45 +10,18 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::AsyncReadExt;
 
 pub const FILE: &str = "Hermes.yaml";
 
 /// The most bytes `Hermes.yaml` may have.
 pub const MAX_BYTES: u64 = 64 * 1024;
 
-/// Reads `Hermes.yaml` from the root of a checkout: a regular file of at most [`MAX_BYTES`]. The
-/// error is the build's reason, naming the file.
-///
-/// git checks a symbolic link out as one; followed, `Hermes.yaml -> /home/hermes/.git-credentials`
-/// would put a file of the runner's host into the build's error and log, and a link to
-/// `/dev/zero` would fill the runner's memory. So a link is refused, the file is opened without
-/// following one (nothing can swap it in between), and it is read up to the limit only.
+/// Reads `Hermes.yaml` from the root of a checkout: a regular file of at most [`MAX_BYTES`]
+/// ([`crate::checkout::read_file`]). The error is the build's reason, naming the file.
 pub async fn read(dir: &Path) -> Result<String, String> {
-    let path = dir.join(FILE);
-    let meta = tokio::fs::symlink_metadata(&path)
-        .await
-        .map_err(|_| format!("{FILE} not found at the repository root"))?;
-    if !meta.file_type().is_file() {
-        return Err(format!(
-            "{FILE} must be a regular file; a symbolic link or a directory is not followed"
-        ));
-    }
-    let file = tokio::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .await
-        .map_err(|e| format!("{FILE} cannot be opened: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| format!("{FILE} cannot be read: {e}"))?;
-    if bytes.len() as u64 > MAX_BYTES {
-        return Err(format!("{FILE} is larger than {} KiB", MAX_BYTES / 1024));
-    }
-    String::from_utf8(bytes).map_err(|_| format!("{FILE} is not UTF-8 text"))
+    crate::checkout::read_file(dir, FILE, MAX_BYTES)
+        .await?
+        .ok_or_else(|| format!("{FILE} not found at the repository root"))
 }
 
 /// What a pipeline does.

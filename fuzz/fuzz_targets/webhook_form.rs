@@ -20,7 +20,7 @@
 
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -69,12 +69,8 @@ fn gateway() -> &'static Gateway {
         let bus = rt
             .block_on(hermes_nats::Bus::connect("nats://127.0.0.1:1", "fuzz"))
             .expect("a client that retries in the background");
-        let app = router(GatewayState {
-            bus,
-            secret: Arc::new(Secret::new(SECRET)),
-            // The API's commands stay off; only the webhook route is fuzzed.
-            api_token: None,
-        });
+        // The API's commands stay off (no token); only the webhook route is fuzzed.
+        let app = router(GatewayState::new(bus, Some(Secret::new(SECRET)), None));
         Gateway { rt, app }
     })
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed inputs of the fuzz targets from the GitHub payload fixtures.
 
-Usage: python3 fuzz/seeds/regenerate.py [FIXTURES]   (FIXTURES defaults to ../shared/fixtures/github
-beside the repository). Each fixture becomes:
+Usage: python3 fuzz/seeds/regenerate.py [FIXTURES]   (FIXTURES defaults to the project's own
+tests/fixtures/github, or $HERMES_FIXTURES). Each fixture becomes:
   webhook_decide/<event>.<name>        one selector byte (ASCII digit, see EVENT) + the payload
   webhook_form/json.<event>.<name>     '0' (application/json) + digit + '@' (no flags) + the payload
   webhook_form/form.<event>.<name>     '1' (form) + digit + '@' + "payload=" + the payload, URL-encoded
@@ -16,7 +16,9 @@ EVENT = {"push": "0", "pull_request": "1", "ping": "2", "star": "3", "issues": "
 
 here = pathlib.Path(__file__).resolve().parent
 repo = here.parent.parent
-fixtures = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else repo.parent / "shared" / "fixtures" / "github"
+import os
+default = os.environ.get("HERMES_FIXTURES") or repo / "tests" / "fixtures" / "github"
+fixtures = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else pathlib.Path(default)
 
 decide = here / "webhook_decide"
 form = here / "webhook_form"

@@ -22,4 +22,4 @@ pub mod server;
 
 pub use async_nats::jetstream;
 pub use async_nats::{HeaderMap, HeaderValue, Subscriber};
-pub use bus::{Bus, BusError, PULL_EXPIRES};
+pub use bus::{Bus, BusError, PULL_EXPIRES, Start};

@@ -35,12 +35,19 @@ pub struct NatsServer {
     url: String,
     port: u16,
     dir: PathBuf,
+    /// Configuration beyond a single node's (a cluster block), kept for restarts.
+    extra: String,
 }
 
 impl NatsServer {
     /// Starts a server storing JetStream data under `dir/jetstream`, listening on `127.0.0.1:port`
     /// (`port` 0 picks a free one).
     pub async fn start(dir: &Path, port: u16) -> Result<Self, ServerError> {
+        Self::start_with(dir, port, String::new()).await
+    }
+
+    /// Starts a server with `extra` configuration (e.g. a `cluster` block).
+    pub async fn start_with(dir: &Path, port: u16, extra: String) -> Result<Self, ServerError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| ServerError::Io { path, source }
@@ -66,7 +73,7 @@ impl NatsServer {
             port.to_string()
         };
         let conf = format!(
-            "listen: \"127.0.0.1:{listen}\"\nmax_payload: {MAX_PAYLOAD}\nports_file_dir: {:?}\njetstream {{\n  store_dir: {:?}\n}}\n",
+            "listen: \"127.0.0.1:{listen}\"\nmax_payload: {MAX_PAYLOAD}\nports_file_dir: {:?}\njetstream {{\n  store_dir: {:?}\n}}\n{extra}",
             ports_dir.display().to_string(),
             dir.join("jetstream").display().to_string(),
         );
@@ -94,6 +101,7 @@ impl NatsServer {
             url: String::new(),
             port: 0,
             dir,
+            extra,
         };
         server.port = server
             .wait_ready(&ports_dir, Duration::from_secs(20))
@@ -176,9 +184,95 @@ impl NatsServer {
     /// Starts the server again on the same port and store, after [`stop`](Self::stop) or [`kill`](Self::kill).
     pub async fn restart(&mut self) -> Result<(), ServerError> {
         self.stop(Duration::from_secs(5)).await;
-        let again = Self::start(&self.dir, self.port).await?;
+        let again = Self::start_with(&self.dir, self.port, self.extra.clone()).await?;
         *self = again;
         Ok(())
+    }
+}
+
+/// A JetStream cluster of `nats-server` processes on 127.0.0.1 (for tests and benchmarks): each
+/// node its own store under `dir/n<i>`, client and route ports fixed for its life, so that a
+/// node killed and started again rejoins as itself.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes and waits until JetStream has a meta leader (at most `within`).
+    pub async fn start(dir: &Path, size: usize, within: Duration) -> Result<Self, ServerError> {
+        let free = || -> Result<u16, ServerError> {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|source| ServerError::Io {
+                    path: dir.to_owned(),
+                    source,
+                })
+        };
+        let clients = (0..size).map(|_| free()).collect::<Result<Vec<_>, _>>()?;
+        let routes = (0..size).map(|_| free()).collect::<Result<Vec<_>, _>>()?;
+        let route_list = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut nodes = Vec::with_capacity(size);
+        for i in 0..size {
+            let extra = format!(
+                "server_name: n{i}\ncluster {{\n  name: hermes\n  listen: \"127.0.0.1:{}\"\n  routes: [{route_list}]\n}}\n",
+                routes[i]
+            );
+            nodes
+                .push(NatsServer::start_with(&dir.join(format!("n{i}")), clients[i], extra).await?);
+        }
+        let cluster = Self { nodes };
+        cluster.wait_for_leader(within).await?;
+        Ok(cluster)
+    }
+
+    /// Waits until JetStream answers on the cluster (a meta leader is elected).
+    pub async fn wait_for_leader(&self, within: Duration) -> Result<(), ServerError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let servers = crate::bus::server_list(&self.urls())
+                .map_err(|e| ServerError::NotReady(within, e.to_string()))?;
+            if let Ok(client) = async_nats::connect(servers).await {
+                let js = async_nats::jetstream::new(client);
+                if js.query_account().await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ServerError::NotReady(
+                    within,
+                    "no JetStream meta leader".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every node's client URL, comma-separated: a `NATS_URL`.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.port != 0)
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn node(&mut self, i: usize) -> &mut NatsServer {
+        &mut self.nodes[i]
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 }
 

@@ -59,11 +59,7 @@ async fn many_tasks_publish_each_message_once_under_its_sequence() {
     assert_eq!(by_sequence.len(), TASKS * EACH);
 
     // Read every message back: the one stored at each sequence is the one its caller was told of.
-    let stream = bus
-        .js
-        .get_stream(subjects::WEBHOOKS_STREAM)
-        .await
-        .expect("stream");
+    let stream = bus.stream(subjects::WEBHOOKS_STREAM).await.expect("stream");
     let mut ids = BTreeSet::new();
     for (sequence, (t, n, id)) in &by_sequence {
         let message = stream.get_raw_message(*sequence).await.expect("message");
@@ -77,9 +73,7 @@ async fn many_tasks_publish_each_message_once_under_its_sequence() {
     }
     assert_eq!(ids.len(), TASKS * EACH);
     let stored = || async {
-        stream
-            .clone()
-            .info()
+        bus.stream_info(subjects::WEBHOOKS_STREAM)
             .await
             .expect("stream info")
             .state

@@ -27,6 +27,9 @@ pub struct BuildCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CancelBuild {
     pub build_id: BuildId,
+    /// Who asked: a GitHub login, or `api-token`. Absent in requests recorded before 2026-12.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// "Build this commit again": on `hermes.cmd.control.restart.<build>`. The scheduler starts the new
@@ -36,6 +39,19 @@ pub struct RestartBuild {
     pub build_id: BuildId,
     /// Unique per request; the new build's id is derived from it.
     pub request_id: String,
+    /// Who asked: a GitHub login, or `api-token`. Absent in requests recorded before 2026-12.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// "Let this build run": on `hermes.cmd.control.approve.<build>`, for a build that waits for
+/// approval (a pull request from a fork). The scheduler records `build.approved` and sends the
+/// build command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApproveBuild {
+    pub build_id: BuildId,
+    /// Who approved: a GitHub login with push rights, or `api-token`.
+    pub by: String,
 }
 
 fn build_command_type() -> String {

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::events::TriggerEvent;
+use crate::events::{Account, Person, Queued, TriggerEvent};
 use crate::ids::{CommitSha, RepoName};
 
 /// Why a payload of a building event cannot be used. The message names the field.
@@ -13,6 +13,8 @@ use crate::ids::{CommitSha, RepoName};
 pub struct PayloadError(pub String);
 
 /// What a delivery asks for.
+// One per delivery, moved once: boxing the request would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Build(BuildRequest),
@@ -24,16 +26,128 @@ pub enum Decision {
 pub struct BuildRequest {
     pub repo: RepoName,
     pub trigger: TriggerEvent,
+    /// `refs/heads/…`, `refs/tags/…`, or `refs/pull/<number>/head` for a pull request.
     pub git_ref: String,
     pub commit: CommitSha,
     pub clone_url: String,
+    /// `repository.private`.
+    pub private: bool,
+    /// `repository.id`: what a repository activated in Hermes is found by.
+    pub repo_id: Option<u64>,
     pub pull_request: Option<u64>,
+    pub pull_request_title: Option<String>,
+    /// A pull request's head branch.
+    pub head_ref: Option<String>,
+    /// The branch a pull request targets.
+    pub base_ref: Option<String>,
+    /// The head repository of a pull request from a fork (another repository than the base).
+    pub fork: Option<String>,
+    pub message: Option<String>,
+    pub author: Option<Person>,
+    pub sender: Option<Account>,
+    /// The commit's page on GitHub.
+    pub html_url: Option<String>,
+}
+
+impl BuildRequest {
+    /// The `build.queued` this request makes, before the scheduler numbers it.
+    pub fn queued(self, delivery: Option<String>, approval: Option<String>) -> Queued {
+        Queued {
+            number: 0,
+            trigger: self.trigger,
+            git_ref: self.git_ref,
+            commit: self.commit,
+            clone_url: self.clone_url,
+            private: self.private,
+            pull_request: self.pull_request,
+            pull_request_title: self.pull_request_title,
+            head_ref: self.head_ref,
+            base_ref: self.base_ref,
+            message: self.message,
+            author: self.author,
+            sender: self.sender,
+            html_url: self.html_url,
+            approval,
+            delivery,
+            restarted_from: None,
+        }
+    }
+}
+
+/// What to do with a pull request from a fork, whose code anyone may have written
+/// (`HERMES_FORK_PULL_REQUESTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForkPolicy {
+    /// Record the delivery and build nothing.
+    Never,
+    /// Queue the build, waiting until a user with push rights (or the API token) approves it.
+    #[default]
+    Approve,
+    /// Build it like any other.
+    Always,
+}
+
+impl ForkPolicy {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "never" => Ok(Self::Never),
+            "approve" => Ok(Self::Approve),
+            "always" => Ok(Self::Always),
+            other => Err(format!(
+                "{other:?} is not a fork pull request policy: never, approve or always"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::Approve => "approve",
+            Self::Always => "always",
+        }
+    }
+}
+
+/// What the scheduler does with a build request under a fork policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Queue it and send it to the runners.
+    Build,
+    /// Queue it, waiting for approval for the reason given.
+    Approval(String),
+    /// Build nothing, for the reason given.
+    Refuse(String),
+}
+
+/// Whether and how a request is built under `policy`: only a pull request from a fork is held
+/// back.
+pub fn admission(request: &BuildRequest, policy: ForkPolicy) -> Admission {
+    let Some(fork) = &request.fork else {
+        return Admission::Build;
+    };
+    let who = request
+        .sender
+        .as_ref()
+        .map_or_else(String::new, |s| format!(" by {}", s.login));
+    match policy {
+        ForkPolicy::Always => Admission::Build,
+        ForkPolicy::Approve => Admission::Approval(format!(
+            "pull request from the fork {fork}{who} waits for approval by a user with push rights (HERMES_FORK_PULL_REQUESTS=approve)"
+        )),
+        ForkPolicy::Never => Admission::Refuse(format!(
+            "pull request from the fork {fork}{who} is not built (HERMES_FORK_PULL_REQUESTS=never)"
+        )),
+    }
 }
 
 #[derive(Deserialize)]
 struct Repository {
     full_name: String,
     clone_url: String,
+    #[serde(default)]
+    private: bool,
+    id: Option<u64>,
+    html_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -45,11 +159,27 @@ struct Push {
     deleted: bool,
     repository: Repository,
     head_commit: Option<HeadCommit>,
+    sender: Option<User>,
 }
 
 #[derive(Deserialize)]
 struct HeadCommit {
     id: String,
+    message: Option<String>,
+    url: Option<String>,
+    author: Option<CommitAuthor>,
+}
+
+#[derive(Deserialize)]
+struct CommitAuthor {
+    name: Option<String>,
+    username: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    login: String,
+    avatar_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -58,16 +188,24 @@ struct PullRequestEvent {
     number: u64,
     pull_request: PullRequest,
     repository: BaseRepository,
+    sender: Option<User>,
 }
 
 #[derive(Deserialize)]
 struct BaseRepository {
     full_name: String,
+    #[serde(default)]
+    private: bool,
+    id: Option<u64>,
+    html_url: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct PullRequest {
     head: Head,
+    base: Option<Base>,
+    title: Option<String>,
+    user: Option<User>,
 }
 
 #[derive(Deserialize)]
@@ -79,8 +217,15 @@ struct Head {
 }
 
 #[derive(Deserialize)]
+struct Base {
+    #[serde(rename = "ref")]
+    git_ref: String,
+}
+
+#[derive(Deserialize)]
 struct HeadRepository {
     clone_url: String,
+    full_name: Option<String>,
 }
 
 /// Decides what a delivery of `event` with JSON `body` asks for.
@@ -124,13 +269,43 @@ pub fn decide_text(event: &str, body: &str) -> Result<Decision, PayloadError> {
                     p.git_ref
                 )));
             }
+            let head = p.head_commit.filter(|h| h.id == commit.as_str());
+            let sender = p.sender.map(account);
+            let author = head.as_ref().and_then(|h| h.author.as_ref()).map(|a| {
+                let login = a.username.clone().filter(|u| !u.is_empty());
+                // The sender's avatar is the author's when the sender is the author.
+                let avatar_url = sender
+                    .as_ref()
+                    .filter(|s| login.as_deref() == Some(s.login.as_str()))
+                    .and_then(|s| s.avatar_url.clone());
+                Person {
+                    name: a.name.clone().or_else(|| login.clone()).unwrap_or_default(),
+                    login,
+                    avatar_url,
+                }
+            });
+            let html_url = head
+                .as_ref()
+                .and(p.repository.html_url.as_ref())
+                .map(|u| format!("{u}/commit/{commit}"))
+                .or_else(|| head.as_ref().and_then(|h| h.url.clone()));
             Ok(Decision::Build(BuildRequest {
                 repo: repo(&p.repository.full_name)?,
                 trigger: TriggerEvent::Push,
                 git_ref: git_ref(p.git_ref, "ref")?,
                 commit,
                 clone_url: clone_url(p.repository.clone_url, "repository.clone_url")?,
+                private: p.repository.private,
+                repo_id: p.repository.id,
                 pull_request: None,
+                pull_request_title: None,
+                head_ref: None,
+                base_ref: None,
+                fork: None,
+                message: head.and_then(|h| h.message),
+                author,
+                sender,
+                html_url,
             }))
         }
         "pull_request" => {
@@ -141,27 +316,68 @@ pub fn decide_text(event: &str, body: &str) -> Result<Decision, PayloadError> {
                     p.action
                 )));
             }
-            let head = commit(&p.pull_request.head.sha, "pull_request.head.sha")?;
+            let PullRequest {
+                head:
+                    Head {
+                        sha,
+                        git_ref: head_ref,
+                        repo: head_repo,
+                    },
+                base,
+                title,
+                user,
+            } = p.pull_request;
+            let head = commit(&sha, "pull_request.head.sha")?;
             if head.is_zero() {
                 return Err(PayloadError(
                     "pull_request.head.sha: the zero object id names no commit".into(),
                 ));
             }
-            let Some(head_repo) = p.pull_request.head.repo else {
+            let Some(head_repo) = head_repo else {
                 return Ok(Decision::Skip(
                     "pull request head repository is gone".to_owned(),
                 ));
             };
+            let base_repo = repo(&p.repository.full_name)?;
+            let fork = head_repo
+                .full_name
+                .filter(|name| !name.eq_ignore_ascii_case(base_repo.as_str()));
+            let html_url = p
+                .repository
+                .html_url
+                .as_ref()
+                .map(|u| format!("{u}/commit/{head}"));
             Ok(Decision::Build(BuildRequest {
-                repo: repo(&p.repository.full_name)?,
+                repo: base_repo,
                 trigger: TriggerEvent::PullRequest,
-                git_ref: git_ref(p.pull_request.head.git_ref, "pull_request.head.ref")?,
+                git_ref: format!("refs/pull/{}/head", p.number),
                 commit: head,
                 clone_url: clone_url(head_repo.clone_url, "pull_request.head.repo.clone_url")?,
+                private: p.repository.private,
+                repo_id: p.repository.id,
                 pull_request: Some(p.number),
+                pull_request_title: title,
+                head_ref: Some(git_ref(head_ref, "pull_request.head.ref")?),
+                base_ref: base.map(|b| b.git_ref),
+                fork,
+                message: None,
+                author: user.map(|u| Person {
+                    name: u.login.clone(),
+                    login: Some(u.login),
+                    avatar_url: u.avatar_url,
+                }),
+                sender: p.sender.map(account),
+                html_url,
             }))
         }
         other => Ok(Decision::Skip(format!("event {other:?} does not build"))),
+    }
+}
+
+fn account(u: User) -> Account {
+    Account {
+        login: u.login,
+        avatar_url: u.avatar_url,
     }
 }
 
@@ -250,22 +466,23 @@ mod tests {
             panic!("expected a build");
         };
         assert_eq!(b.commit.as_str(), tag_object);
-        // A lightweight tag from the fixtures: `after` and `head_commit.id` agree.
-        let fixtures = std::env::var_os("HERMES_FIXTURES").map_or_else(
-            || {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../shared/fixtures/github")
-            },
-            std::path::PathBuf::from,
-        );
-        let path = fixtures.join("push/go-scm.push_tag.json");
-        let fixture = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let Decision::Build(b) = decide("push", &fixture).expect("valid") else {
+        // A lightweight tag from the project's fixtures: `after` and `head_commit.id` agree.
+        let fixture = include_bytes!("../../tests/fixtures/github/push/tag.json");
+        let Decision::Build(b) = decide("push", fixture).expect("valid") else {
             panic!("expected a build");
         };
         assert_eq!(
             b.commit.as_str(),
-            "d2b75aa7797ec26b088fa2dd527e9d2c052fcedd"
+            "be4df22318c57aa1b5f98390add00977eaa464a7"
+        );
+        // An annotated tag from the fixtures: the tagged commit, not the tag object.
+        let fixture = include_bytes!("../../tests/fixtures/github/push/annotated-tag.json");
+        let Decision::Build(b) = decide("push", fixture).expect("valid") else {
+            panic!("expected a build");
+        };
+        assert_eq!(
+            b.commit.as_str(),
+            "1e1cf3b0ae53285cf6ff59429b3ea2e4b9861244"
         );
     }
 

@@ -2,7 +2,7 @@
 
 use schemars::schema_for;
 
-use crate::commands::BuildCommand;
+use crate::commands::{ApproveBuild, BuildCommand, CancelBuild, RestartBuild};
 use crate::events::{Envelope, LogLine, LogLines};
 
 /// `(file name, pretty JSON)` for every committed schema file.
@@ -12,6 +12,13 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("log-line.schema.json", schema_for!(LogLine)),
         ("log-lines.schema.json", schema_for!(LogLines)),
         ("build-command.schema.json", schema_for!(BuildCommand)),
+        ("cancel-build.schema.json", schema_for!(CancelBuild)),
+        ("restart-build.schema.json", schema_for!(RestartBuild)),
+        ("approve-build.schema.json", schema_for!(ApproveBuild)),
+        (
+            "repo-event.schema.json",
+            schema_for!(crate::events::repo::RepoEnvelope),
+        ),
     ];
     docs.into_iter()
         .map(|(name, schema)| {

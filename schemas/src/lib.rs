@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`attempt`]: which attempt owns a build, the one rule every reader applies.
 //! - [`ids`]: identifier newtypes (`BuildId`, `RepoName`) and their validation.
 //! - [`subjects`]: stream names and subject builders; the only place subjects are spelled.
 //! - [`events`]: the envelope and the past-tense facts of the build aggregate and of logs.
@@ -17,6 +18,7 @@
 //!   `Nats-Msg-Id`: publishing the same fact twice is dropped by the stream's duplicate window.
 //! - **Every build event and log line carries its attempt**, so a reader can tell a superseded attempt.
 
+pub mod attempt;
 pub mod commands;
 pub mod events;
 pub mod github;
@@ -27,7 +29,7 @@ pub mod webhook;
 
 pub use commands::BuildCommand;
 pub use events::{
-    BuildEvent, BuildStatus, Envelope, LogEntry, LogEvent, LogLine, LogLines, LogStream,
-    TriggerEvent, decode_log,
+    BuildEvent, BuildStatus, DecodeError, Envelope, Finished, LogEntry, LogEvent, LogLine,
+    LogLines, LogStream, TriggerEvent, decode_log,
 };
 pub use ids::{BuildId, IdError, RepoName};

@@ -48,6 +48,15 @@ pub fn log(repo: &RepoName, build: &BuildId) -> String {
 
 pub const LOGS_ALL: &str = "hermes.log.>";
 
+pub const REPOS_STREAM: &str = "HERMES_REPOS";
+
+/// `hermes.repo.<repo>.<event>`, where `<event>` is `activated` or `deactivated`.
+pub fn repo_event(repo: &RepoName, event: &str) -> String {
+    format!("hermes.repo.{}.{event}", repo.subject_token())
+}
+
+pub const REPOS_ALL: &str = "hermes.repo.>";
+
 pub const CONTROL_STREAM: &str = "HERMES_CONTROL";
 
 /// `hermes.cmd.control.cancel.<build>`: cancel a build, queued or running.
@@ -58,6 +67,11 @@ pub fn cancel(build: &BuildId) -> String {
 /// `hermes.cmd.control.restart.<build>`: build the same commit again, as a new build.
 pub fn restart(build: &BuildId) -> String {
     format!("hermes.cmd.control.restart.{build}")
+}
+
+/// `hermes.cmd.control.approve.<build>`: let a build that waits for approval run.
+pub fn approve(build: &BuildId) -> String {
+    format!("hermes.cmd.control.approve.{build}")
 }
 
 pub const CONTROL_ALL: &str = "hermes.cmd.control.>";

@@ -20,7 +20,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Semaphore;
 
-use crate::{GatewayError, MAX_BODY, Shared, signature};
+use crate::signature::Secret;
+use crate::{GatewayError, GatewayState, MAX_BODY, Shared, signature};
+use hermes_schemas::BuildId;
+use hermes_schemas::github::ForkPolicy;
 
 pub fn routes() -> Router<Shared> {
     let budget = Arc::new(Semaphore::new(BODY_BUDGET_MIB));
@@ -80,6 +83,90 @@ async fn receive(
     State(state): State<Shared>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match accept(&state, &headers, body).await {
+        Ok(response) => {
+            count(if response.status() == StatusCode::OK {
+                "duplicate"
+            } else {
+                "accepted"
+            });
+            response
+        }
+        Err(e) => {
+            count(e.code());
+            let refused = matches!(
+                e,
+                GatewayError::Unauthorized(_)
+                    | GatewayError::BadRequest(_)
+                    | GatewayError::NotFound(_)
+                    | GatewayError::TooLarge(_)
+            );
+            let reason = refused.then(|| e.to_string());
+            let response = e.into_response();
+            if let Some(reason) = reason {
+                state
+                    .refusals
+                    .log(&headers, response.status().as_u16(), &reason);
+            }
+            response
+        }
+    }
+}
+
+/// Counts a delivery by its outcome in `hermes_webhooks_total`: `accepted`, `duplicate`, or the
+/// error code of its answer.
+fn count(outcome: &str) {
+    use hermes_telemetry::metrics::{Counter, counter_with};
+    use std::sync::LazyLock;
+    const NAME: &str = "hermes_webhooks";
+    const HELP: &str = "Webhook deliveries received, by outcome";
+    // The two outcomes of every good delivery are counted without the registry's lock.
+    static ACCEPTED: LazyLock<Counter> =
+        LazyLock::new(|| counter_with(NAME, HELP, "outcome", "accepted"));
+    static DUPLICATE: LazyLock<Counter> =
+        LazyLock::new(|| counter_with(NAME, HELP, "outcome", "duplicate"));
+    match outcome {
+        "accepted" => ACCEPTED.inc(),
+        "duplicate" => DUPLICATE.inc(),
+        other => counter_with(NAME, HELP, "outcome", other).inc(),
+    };
+}
+
+/// The secret that verifies a delivery of hook `hook_id`: its repository's own when it was
+/// activated through Hermes, else the global one.
+async fn secret_for(state: &GatewayState, headers: &HeaderMap) -> Result<Secret, GatewayError> {
+    let hook_id = header(headers, "x-github-hook-id").and_then(|h| h.trim().parse::<u64>().ok());
+    if let (Some(id), Some(vault)) = (hook_id, &state.vault) {
+        match vault
+            .hook(id)
+            .await
+            .map_err(|_| GatewayError::Unavailable)?
+        {
+            Some(h) if h.active => {
+                return Ok(Secret::new(h.secret.unwrap_or_default()));
+            }
+            Some(h) => {
+                return Err(GatewayError::NotFound(format!(
+                    "hook {id} of {} was deactivated in Hermes, which no longer builds its deliveries; delete the hook on GitHub",
+                    h.repo
+                )));
+            }
+            None => {}
+        }
+    }
+    match &state.secret {
+        Some(secret) => Ok(Secret::clone(secret)),
+        None => Err(GatewayError::Unauthorized(
+            "this hook is not one of a repository activated in Hermes, and no global webhook secret is set".into(),
+        )),
+    }
+}
+
+async fn accept(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -89,16 +176,19 @@ async fn receive(
         }
     })?;
 
-    let sig = header(&headers, "x-hub-signature-256")
+    let secret = secret_for(state, headers).await?;
+    let sig = header(headers, "x-hub-signature-256")
+        .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| GatewayError::Unauthorized("X-Hub-Signature-256 is missing".into()))?;
-    if !signature::verify(&state.secret, &body, sig) {
+    if !signature::verify(&secret, &body, sig) {
         return Err(GatewayError::Unauthorized(
-            "X-Hub-Signature-256 does not match the body".into(),
+            "X-Hub-Signature-256 does not match the body (is the hook's secret the one Hermes has?)"
+                .into(),
         ));
     }
 
-    let delivery = delivery_headers(&headers)?;
-    let json = json_document(&headers, body)?;
+    let delivery = delivery_headers(headers)?;
+    let json = json_document(headers, body)?;
     // A building event whose payload cannot be used is refused now, while the sender can still
     // be told; it would only become an unexplained missing build later.
     let decision = check_and_decide(delivery.event, &json)?;
@@ -120,7 +210,7 @@ async fn receive(
         .publish_batched(subjects::webhook(delivery.event), &key, Some(nats_headers), json)
         .await
         .map_err(|e| match e {
-            BusError::Refused(ref m) if m.contains("max payload") => GatewayError::TooLarge(MAX_BODY),
+            BusError::TooLarge(_) => GatewayError::TooLarge(MAX_BODY),
             BusError::Unavailable(ref m) => {
                 tracing::warn!(delivery = %key, error = %m, "Recording a delivery failed: NATS unavailable.");
                 GatewayError::Unavailable
@@ -130,37 +220,103 @@ async fn receive(
                 GatewayError::Internal
             }
         })?;
-    let builds = matches!(decision, github::Decision::Build(_));
+    let made = Made::of(&decision, state.fork_policy, &key);
+    let build = made.build.as_ref().map(ToString::to_string);
     tracing::info!(
         delivery = %key, event = delivery.event, sequence = published.sequence,
-        duplicate = published.duplicate, builds, "Delivery recorded."
+        duplicate = published.duplicate, build = build.as_deref().unwrap_or(""),
+        "Delivery recorded."
     );
     let status = if published.duplicate {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
+    let build_url = build.as_ref().map(|id| {
+        format!(
+            "{}/api/builds/{id}",
+            state
+                .public_url
+                .as_deref()
+                .unwrap_or("")
+                .trim_end_matches('/')
+        )
+    });
     let answer = Recorded {
-        builds,
+        build: build.as_deref(),
+        build_url: build_url.as_deref(),
+        builds: made.build.is_some(),
         delivery: delivery.id,
         event: delivery.event,
+        reason: made.reason.as_deref(),
         status: if published.duplicate {
             "duplicate"
         } else {
             "accepted"
         },
+        waiting: made.waiting.as_deref(),
     };
     Ok((status, Json(answer)).into_response())
 }
 
-/// The answer to a recorded delivery, serialised straight from the borrowed headers. The fields
-/// are in alphabetical order, as a `serde_json::Value` object would print them.
+/// What a delivery makes, as the scheduler will decide it.
+struct Made {
+    build: Option<BuildId>,
+    /// Why it makes no build.
+    reason: Option<String>,
+    /// Why its build waits before it runs.
+    waiting: Option<String>,
+}
+
+impl Made {
+    fn of(decision: &github::Decision, policy: ForkPolicy, key: &str) -> Self {
+        match decision {
+            github::Decision::Skip(why) => Self {
+                build: None,
+                reason: Some(why.clone()),
+                waiting: None,
+            },
+            github::Decision::Build(request) => match github::admission(request, policy) {
+                github::Admission::Build => Self {
+                    build: Some(BuildId::for_delivery(key)),
+                    reason: None,
+                    waiting: None,
+                },
+                github::Admission::Approval(why) => Self {
+                    build: Some(BuildId::for_delivery(key)),
+                    reason: None,
+                    waiting: Some(why),
+                },
+                github::Admission::Refuse(why) => Self {
+                    build: None,
+                    reason: Some(why),
+                    waiting: None,
+                },
+            },
+        }
+    }
+}
+
+/// The answer to a recorded delivery. The fields are in alphabetical order, as a
+/// `serde_json::Value` object would print them.
 #[derive(Serialize)]
 struct Recorded<'a> {
+    /// The id of the build the delivery makes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    build: Option<&'a str>,
+    /// Where the API shows that build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    build_url: Option<&'a str>,
     builds: bool,
     delivery: &'a str,
     event: &'a str,
+    /// Why the delivery makes no build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
     status: &'static str,
+    /// Why its build waits before it runs (approval).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting: Option<&'a str>,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -3,7 +3,6 @@
 //! body byte for byte under `Nats-Msg-Id: <hook id>:<delivery id>`, and the same delivery again is
 //! a 200 duplicate.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -53,23 +52,27 @@ async fn a_delivery_is_answered_202_after_it_is_stored_and_200_when_sent_again()
     let bus = Bus::connect_with_definitions(server.url(), "gateway-test", Duration::from_secs(10))
         .await
         .expect("connected, with the streams");
-    let app = router(GatewayState {
-        bus: bus.clone(),
-        secret: Arc::new(Secret::new(SECRET)),
-        api_token: None,
-    });
+    let app = router(GatewayState::new(
+        bus.clone(),
+        Some(Secret::new(SECRET)),
+        None,
+    ));
 
-    let body = fixture("push/go-scm.push.json");
+    let body = fixture("push/branch.json");
     let (status, answer) = send(&app, &body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    // The answer names the build the delivery makes, and where the API shows it.
+    let build = hermes_schemas::BuildId::for_delivery(&format!("{HOOK}:{DELIVERY}"));
     assert_eq!(
         answer,
-        format!(r#"{{"builds":true,"delivery":"{DELIVERY}","event":"push","status":"accepted"}}"#)
+        format!(
+            r#"{{"build":"{build}","build_url":"/api/builds/{build}","builds":true,"delivery":"{DELIVERY}","event":"push","status":"accepted"}}"#
+        )
     );
 
     // Answered only after the ack, so it is on the stream now.
     let stream = bus
-        .js
+        .raw_jetstream()
         .get_stream(subjects::WEBHOOKS_STREAM)
         .await
         .expect("stream");

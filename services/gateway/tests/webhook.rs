@@ -61,18 +61,18 @@ fn signed(body: &[u8]) -> Option<String> {
 fn fixture_signatures_derived_in_headers_md_match() {
     let s = Secret::new(SECRET);
     assert_eq!(
-        signature::sign(&s, &fixture("ping/payload.json")),
-        "sha256=0781a4c342e19ba538f4541868124c3fc6deb4b56ae69a04a38e6cd5c188806a"
+        signature::sign(&s, &fixture("ping/ping.json")),
+        "sha256=e53ba06c81926437fb6b1fc16937ee81c555278daaafa8c3d2f1793a61571429"
     );
     assert_eq!(
-        signature::sign(&s, &fixture("push/with-new-branch.payload.json")),
-        "sha256=8932d8769b1f990ebb7d03235a66217b1de8e48d0c626166d4e8fcac027a123d"
+        signature::sign(&s, &fixture("push/branch.json")),
+        "sha256=f53a4fb3750de0583c3240797c071c1d9321fb32a45d8aa42a653b3e9259fa07"
     );
 }
 
 #[tokio::test]
 async fn missing_or_wrong_signature_is_401() {
-    let body = fixture("push/with-new-branch.payload.json");
+    let body = fixture("push/new-branch.json");
     let (s, m) = status_and_message(request(
         Some("push"),
         "application/json",
@@ -92,7 +92,7 @@ async fn missing_or_wrong_signature_is_401() {
 
 #[tokio::test]
 async fn missing_headers_and_malformed_json_are_400() {
-    let body = fixture("push/with-new-branch.payload.json");
+    let body = fixture("push/new-branch.json");
     let (s, m) = status_and_message(request(
         None,
         "application/json",
@@ -115,17 +115,17 @@ async fn missing_headers_and_malformed_json_are_400() {
 
 #[tokio::test]
 async fn fields_of_the_wrong_type_or_unsafe_values_are_400_naming_them() {
-    let body = fixture("push/go-scm.push.json");
+    let body = fixture("push/branch.json");
     let text = String::from_utf8(body).expect("utf-8");
     let wrong_type = text
-        .replacen("\"ref\": \"refs/heads/master\"", "\"ref\": 42", 1)
+        .replacen("\"ref\": \"refs/heads/main\"", "\"ref\": 42", 1)
         .into_bytes();
     let (s, m) = status_and_message(signed_json("push", wrong_type)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(m.contains("invalid type"), "{m}");
 
     let traversal = text
-        .replace("Codertocat/Hello-World\"", "../../etc\"")
+        .replace("ada-dev/hello-hermes\"", "../../etc\"")
         .into_bytes();
     let (s, m) = status_and_message(signed_json("push", traversal)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -176,7 +176,7 @@ async fn bodies_being_received_are_bounded_in_bytes_and_time() {
         .expect("response");
     assert_eq!(over.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(started.elapsed() >= BUDGET_WAIT);
-    let small = fixture("push/with-new-branch.payload.json");
+    let small = fixture("push/new-branch.json");
     let len = small.len();
     let wrong = request(
         Some("push"),
@@ -205,14 +205,14 @@ async fn bodies_being_received_are_bounded_in_bytes_and_time() {
 
 #[tokio::test]
 async fn a_valid_delivery_with_nats_unreachable_is_503() {
-    let body = fixture("push/with-new-branch.payload.json");
+    let body = fixture("push/new-branch.json");
     let (s, _) = status_and_message(signed_json("push", body)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]
 async fn form_encoded_delivery_is_signed_over_the_raw_body_and_read_from_payload() {
-    let json = fixture("ping/payload.json");
+    let json = fixture("ping/ping.json");
     let form: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("payload", std::str::from_utf8(&json).expect("utf-8"))
         .finish();
@@ -263,14 +263,24 @@ async fn a_push_that_is_not_an_object_is_400() {
 /// malformed JSON, for a building event as for any other.
 #[tokio::test]
 async fn malformed_json_in_an_unread_field_of_a_push_is_400() {
-    let text = String::from_utf8(fixture("push/go-scm.push.json")).expect("utf-8");
-    assert!(text.contains("\"message\": \"Update README\""));
+    let text = String::from_utf8(fixture("push/branch.json")).expect("utf-8");
+    assert!(text.contains("Cache the cargo registry between pipeline runs"));
     let mut not_utf8 = text
-        .replacen("Update README", "Update README \u{1}", 1)
+        .replacen(
+            "Cache the cargo registry between pipeline runs",
+            "Cache the cargo registry between pipeline runs \u{1}",
+            1,
+        )
         .into_bytes();
     let at = not_utf8.iter().position(|&b| b == 1).expect("marker byte");
     not_utf8[at] = 0xff;
-    let unfinished = text.replacen("\"Update README\"", "[1, 2", 1).into_bytes();
+    let unfinished = text
+        .replacen(
+            "\"Cache the cargo registry between pipeline runs",
+            "[1, 2",
+            1,
+        )
+        .into_bytes();
     let trailing = format!("{text} {{}}").into_bytes();
     for body in [not_utf8, unfinished, trailing] {
         let (s, m) = status_and_message(signed_json("push", body)).await;

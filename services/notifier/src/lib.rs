@@ -8,7 +8,7 @@
 //! # Layout
 //!
 //! - [`status`]: what an event says on GitHub (pure).
-//! - [`github`]: the HTTP call, and what GitHub's answer means (stored, retry, rejected).
+//! - `hermes_github`: the HTTP call, and what GitHub's answer means (stored, retry, rejected).
 //! - this file: the consumer loop, the build's commit and number, acks.
 //!
 //! # Invariants
@@ -24,7 +24,6 @@
 //!   and acked, so one bad repository does not stop the rest. Sending a status twice is harmless.
 //! - The token is never logged.
 
-pub mod github;
 pub mod status;
 
 use std::collections::{HashMap, VecDeque};
@@ -32,13 +31,14 @@ use std::time::Duration;
 
 use hermes_nats::jetstream::{self, AckKind};
 use hermes_nats::{Bus, definitions};
-use hermes_schemas::events::BuildEvent;
+use hermes_schemas::attempt::Ownership;
+use hermes_schemas::events::{BuildEvent, DecodeError};
 use hermes_schemas::ids::CommitSha;
 use hermes_schemas::{BuildId, Envelope, RepoName, subjects};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use github::{GitHub, Sent, Token};
+pub use hermes_github::{GitHub, Sent, Token};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifierError {
@@ -58,7 +58,7 @@ pub struct NotifierConfig {
     /// `https://api.github.com`, or a GitHub Enterprise Server's `https://HOST/api/v3`.
     pub api_url: String,
     pub token: Token,
-    /// Where Hermes's web UI is reachable; the statuses link to `{public_url}/?build={id}`.
+    /// Where Hermes's web UI is reachable; the statuses link to the build's page, `{public_url}/repos/{owner}/{name}/builds/{number}`.
     pub public_url: Option<String>,
     /// The status's context, which tells Hermes's statuses from other systems'.
     pub context: String,
@@ -82,15 +82,10 @@ impl NotifierConfig {
 
     /// Checks the URLs and the context, so that a mistake stops the start with its reason.
     pub fn validate(&self) -> Result<(), NotifierError> {
-        GitHub::new(&self.api_url, self.token.clone())?;
+        GitHub::new(&self.api_url).map_err(|e| NotifierError::Config(e.to_string()))?;
         if let Some(url) = &self.public_url {
-            let ok = reqwest::Url::parse(url)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
-            if !ok {
-                return Err(NotifierError::Config(format!(
-                    "public URL {url:?} is not an http(s) URL with a host"
-                )));
-            }
+            hermes_github::client::checked_url(url)
+                .map_err(|e| NotifierError::Config(format!("public URL: {e}")))?;
         }
         if self.context.trim().is_empty() {
             return Err(NotifierError::Config("the status context is empty".into()));
@@ -110,12 +105,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), NotifierError> {
     config.validate()?;
-    let github = GitHub::new(&config.api_url, config.token.clone())?;
+    let github = GitHub::new(&config.api_url).map_err(|e| NotifierError::Config(e.to_string()))?;
     // Made by the notifier, not with the other definitions: it starts at the builds after the
     // notifier first ran.
-    definitions::apply_notifier_consumer(&bus.js)
-        .await
-        .map_err(nats)?;
+    bus.apply_notifier_consumer().await.map_err(nats)?;
     tracing::info!(
         api_url = %config.api_url,
         public_url = config.public_url.as_deref().unwrap_or(""),
@@ -167,21 +160,6 @@ struct Notifier {
     cache: std::sync::Mutex<Cache>,
 }
 
-/// The event types that set a commit status.
-const REPORTED: &[&str] = &["build.queued", "build.started", "build.finished"];
-
-/// The `type` of a JSON event, if it has one.
-fn event_type(payload: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Typed {
-        #[serde(rename = "type")]
-        kind: String,
-    }
-    serde_json::from_slice::<Typed>(payload)
-        .ok()
-        .map(|t| t.kind)
-}
-
 /// How handling an event ended, for its ack.
 enum Outcome {
     Done,
@@ -199,16 +177,20 @@ impl Notifier {
     }
 
     async fn settle(&self, msg: jetstream::Message) {
-        let outcome = match serde_json::from_slice::<Envelope>(&msg.payload) {
+        let outcome = match Envelope::decode(&msg.payload) {
             Ok(event) => self.notify(&event).await,
-            Err(e) => match event_type(&msg.payload) {
-                // A newer kind of build event (a step's, say) sets no commit status.
-                Some(kind) if !REPORTED.contains(&kind.as_str()) => {
-                    tracing::debug!(kind, "No commit status for this event.");
-                    Outcome::Done
-                }
-                _ => Outcome::Poison(format!("not a build event: {e}")),
-            },
+            // A newer kind or version of build event, written by a newer Hermes: this notifier
+            // cannot tell what it means for the commit. Holding it back would hold back every
+            // status after it, so it is passed over, and said.
+            Err(DecodeError::Unknown { kind, version }) => {
+                tracing::warn!(
+                    kind,
+                    version,
+                    "A build event of a newer Hermes sets no commit status here."
+                );
+                Outcome::Done
+            }
+            Err(e @ DecodeError::Malformed(_)) => Outcome::Poison(e.to_string()),
         };
         let ack = match outcome {
             Outcome::Done => msg.ack().await,
@@ -226,9 +208,9 @@ impl Notifier {
     async fn notify(&self, event: &Envelope) -> Outcome {
         let retry = self.config.retry_delay;
         match self.last_started(event).await {
-            Ok(Some(started)) if started > event.attempt => {
+            Ok(started) if Ownership::from_last(started, None).superseded(event.attempt) => {
                 tracing::debug!(
-                    event = %event.id, started,
+                    event = %event.id, ?started,
                     "A newer attempt started; this event's status would be stale."
                 );
                 return Outcome::Done;
@@ -253,15 +235,17 @@ impl Notifier {
                 return Outcome::Retry(retry);
             }
         };
-        let status = status::commit_status(
+        let Some(status) = status::commit_status(
             event,
             build.number,
             self.config.public_url.as_deref(),
             &self.config.context,
-        );
+        ) else {
+            return Outcome::Done;
+        };
         match self
             .github
-            .create_status(&event.repo, &build.commit, &status)
+            .create_status(&self.config.token, &event.repo, &build.commit, &status)
             .await
         {
             Sent::Stored => {
@@ -358,6 +342,7 @@ impl Notifier {
         self.bus
             .last_build_event(repo, build, name)
             .await
+            .map(|last| last.map(|(_, e)| e))
             .map_err(nats)
     }
 }

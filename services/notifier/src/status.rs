@@ -1,42 +1,30 @@
 //! What a build event says on GitHub: the commit status it sets. Pure; no I/O.
 
+pub use hermes_github::client::truncate;
+pub use hermes_github::statuses::{CommitStatus, MAX_DESCRIPTION, State};
 use hermes_schemas::events::{BuildEvent, BuildStatus};
-use hermes_schemas::{BuildId, Envelope};
-use serde::Serialize;
-
-/// GitHub keeps at most this many characters of a status's description.
-pub const MAX_DESCRIPTION: usize = 140;
-
-/// A commit status's state, as GitHub spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Pending,
-    Success,
-    Failure,
-    Error,
-}
-
-/// The body of GitHub's "Create a commit status" (`POST /repos/{owner}/{repo}/statuses/{sha}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CommitStatus {
-    pub state: State,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_url: Option<String>,
-    pub description: String,
-    pub context: String,
-}
+use hermes_schemas::{Envelope, RepoName};
 
 /// The status `event` of build number `number` sets, with `target_url` pointing at the build's
-/// page when Hermes's public address is known.
+/// page when Hermes's public address is known; `None` for an event that changes nothing on
+/// GitHub.
 pub fn commit_status(
     event: &Envelope,
     number: u64,
     public_url: Option<&str>,
     context: &str,
-) -> CommitStatus {
+) -> Option<CommitStatus> {
     let (state, description) = match &event.event {
+        BuildEvent::Queued(q) if q.approval.is_some() => (
+            State::Pending,
+            format!("Build #{number} waits for approval (pull request from a fork)"),
+        ),
         BuildEvent::Queued(_) => (State::Pending, format!("Build #{number} queued")),
+        BuildEvent::Approved(a) => (
+            State::Pending,
+            format!("Build #{number} approved by {}, queued", a.by),
+        ),
+        BuildEvent::Configured(_) => return None,
         BuildEvent::Started(_) => (
             State::Pending,
             format!("Build #{number} running, attempt {}", event.attempt),
@@ -59,29 +47,20 @@ pub fn commit_status(
             ),
         },
     };
-    CommitStatus {
+    Some(CommitStatus {
         state,
-        target_url: public_url.map(|url| target_url(url, &event.build_id)),
+        target_url: public_url.map(|url| target_url(url, &event.repo, number)),
         description: truncate(&description, MAX_DESCRIPTION),
         context: context.to_owned(),
-    }
+    })
 }
 
-/// `{public_url}/?build={id}`: the web UI's page of the build.
-pub fn target_url(public_url: &str, build: &BuildId) -> String {
-    format!("{}/?build={build}", public_url.trim_end_matches('/'))
-}
-
-/// At most `max` characters (not bytes): a longer text is cut, on a character boundary, and ends
-/// with `…`. Control characters (a reason may span lines) become spaces.
-pub fn truncate(text: &str, max: usize) -> String {
-    let clean = text.chars().map(|c| if c.is_control() { ' ' } else { c });
-    if text.chars().count() <= max {
-        return clean.collect();
-    }
-    let mut out: String = clean.take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
+/// `{public_url}/repos/{owner}/{name}/builds/{number}`: the web UI's page of the build.
+pub fn target_url(public_url: &str, repo: &RepoName, number: u64) -> String {
+    format!(
+        "{}/repos/{repo}/builds/{number}",
+        public_url.trim_end_matches('/')
+    )
 }
 
 #[cfg(test)]
@@ -93,7 +72,7 @@ mod tests {
 
     fn envelope(attempt: u32, event: BuildEvent) -> Envelope {
         Envelope::new(
-            BuildId::parse("b1").expect("id"),
+            hermes_schemas::BuildId::parse("b1").expect("id"),
             RepoName::parse("octo/repo").expect("repo"),
             attempt,
             OffsetDateTime::UNIX_EPOCH,
@@ -105,8 +84,8 @@ mod tests {
         envelope(
             2,
             BuildEvent::Finished(Finished {
-                status,
                 error: error.map(str::to_owned),
+                ..Finished::with_status(status)
             }),
         )
     }
@@ -138,11 +117,12 @@ mod tests {
             ),
         ];
         for (event, state, description) in cases {
-            let s = commit_status(&event, 7, Some("https://ci.example.com/"), "hermes-ci");
+            let s = commit_status(&event, 7, Some("https://ci.example.com/"), "hermes-ci")
+                .expect("a status");
             assert_eq!((s.state, s.description.as_str()), (state, description));
             assert_eq!(
                 s.target_url.as_deref(),
-                Some("https://ci.example.com/?build=b1")
+                Some("https://ci.example.com/repos/octo/repo/builds/7")
             );
             assert_eq!(s.context, "hermes-ci");
         }
@@ -156,7 +136,8 @@ mod tests {
             1,
             None,
             "ci",
-        );
+        )
+        .expect("a status");
         assert_eq!(s.description.chars().count(), MAX_DESCRIPTION);
         assert!(s.description.starts_with("Build #1 errored: éé"));
         assert!(s.description.ends_with('…'));

@@ -119,7 +119,11 @@ async fn setup(failures: &[StatusCode]) -> Setup {
     // The notifier makes its consumer as it starts, and reports the builds after that.
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let stream = bus.js.get_stream("HERMES_BUILDS").await.expect("stream");
+            let stream = bus
+                .raw_jetstream()
+                .get_stream("HERMES_BUILDS")
+                .await
+                .expect("stream");
             let found: Result<hermes_nats::jetstream::consumer::PullConsumer, _> =
                 stream.get_consumer("notifier").await;
             if found.is_ok() {
@@ -189,16 +193,13 @@ fn queued(build: &BuildId, repo: &RepoName, number: u64, commit: &CommitSha) -> 
         repo.clone(),
         0,
         OffsetDateTime::now_utc(),
-        BuildEvent::Queued(Queued {
+        BuildEvent::Queued(Queued::minimal(
             number,
-            trigger: TriggerEvent::Push,
-            git_ref: "refs/heads/main".into(),
-            commit: commit.clone(),
-            clone_url: format!("https://github.com/{}.git", repo.as_str()),
-            pull_request: None,
-            delivery: None,
-            restarted_from: None,
-        }),
+            TriggerEvent::Push,
+            "refs/heads/main",
+            commit.clone(),
+            format!("https://github.com/{}.git", repo.as_str()),
+        )),
     )
 }
 
@@ -220,10 +221,7 @@ fn finished(build: &BuildId, repo: &RepoName, attempt: u32, status: BuildStatus)
         repo.clone(),
         attempt,
         OffsetDateTime::now_utc(),
-        BuildEvent::Finished(Finished {
-            status,
-            error: None,
-        }),
+        BuildEvent::Finished(Finished::with_status(status)),
     )
 }
 
@@ -278,7 +276,10 @@ async fn a_build_sets_pending_pending_success_on_its_commit() {
         assert_eq!(r.repo, "octo/repo");
         assert_eq!(r.sha, commit.to_string());
         assert_eq!(r.body["context"], "hermes-ci");
-        assert_eq!(r.body["target_url"], "http://127.0.0.1:9/hermes/?build=b1");
+        assert_eq!(
+            r.body["target_url"],
+            "http://127.0.0.1:9/hermes/repos/octo/repo/builds/3"
+        );
         let mut keys: Vec<_> = r.body.as_object().expect("object").keys().collect();
         keys.sort();
         assert_eq!(keys, ["context", "description", "state", "target_url"]);

@@ -1,44 +1,76 @@
 //! The read model of a build, and the fold that builds it from events. Pure: no I/O.
 
-use hermes_schemas::events::{BuildEvent, BuildStatus, TriggerEvent};
+use hermes_schemas::attempt::Ownership;
+use hermes_schemas::events::{Account, BuildEvent, BuildStatus, Person, TriggerEvent};
 use hermes_schemas::{BuildId, Envelope, RepoName};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// One attempt of a build.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Attempt {
     pub attempt: u32,
     pub runner: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>")]
     pub finished_at: Option<OffsetDateTime>,
     /// The attempt's final status, or null while it runs.
     pub outcome: Option<BuildStatus>,
 }
 
-/// A build as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A build as the API shows it, and as the read model stores it (its JSON Schema, with the fold
+/// version, is `services/projector/read-model.schema.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Build {
     pub id: BuildId,
     pub number: u64,
     pub repo: RepoName,
+    /// Whether the repository is private: its builds are shown only to those who may read it.
+    pub private: bool,
     pub event: TriggerEvent,
+    /// `refs/heads/…`, `refs/tags/…` or `refs/pull/<number>/head`.
     #[serde(rename = "ref")]
     pub git_ref: String,
     pub commit: String,
     pub clone_url: String,
     pub pull_request: Option<u64>,
+    pub pull_request_title: Option<String>,
+    /// A pull request's head branch.
+    pub head_ref: Option<String>,
+    /// The branch a pull request targets.
+    pub base_ref: Option<String>,
+    /// The commit's message, when the delivery carried it.
+    pub message: Option<String>,
+    pub author: Option<Person>,
+    pub sender: Option<Account>,
+    /// The commit's page on GitHub.
+    pub html_url: Option<String>,
+    /// The pipeline's name in `Hermes.yaml`, once an attempt read it.
+    pub pipeline: Option<String>,
     pub status: BuildStatus,
+    /// Why a queued build is not running yet (it waits for approval), or null.
+    pub waiting: Option<String>,
+    /// Who let a build that waited for approval run.
+    pub approved_by: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>")]
     pub started_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>")]
     pub finished_at: Option<OffsetDateTime>,
     /// Why, when `errored`.
     pub error: Option<String>,
+    /// Who canceled it, when it was canceled on request.
+    pub canceled_by: Option<String>,
+    /// The newer build of the same branch or pull request that canceled this one.
+    pub superseded_by: Option<BuildId>,
     /// The build this one restarts.
     pub restarted_from: Option<BuildId>,
     /// The current attempt, 0 while queued.
@@ -46,38 +78,74 @@ pub struct Build {
     pub attempts: Vec<Attempt>,
 }
 
+impl Build {
+    /// Which attempt owns the build, as its attempts say.
+    pub fn ownership(&self) -> Ownership {
+        Ownership {
+            current: self.attempt,
+            ended: self.status.is_final(),
+        }
+    }
+}
+
 /// Folds one event into the build it belongs to. `None` in, `None` out, means the event is for a
 /// build the model does not know (it is ignored). Applying an event twice changes nothing.
+/// Which attempt may change the build is [`Ownership`]'s rule.
 pub fn apply(build: Option<Build>, e: &Envelope) -> Option<Build> {
-    match (&e.event, build) {
-        (BuildEvent::Queued(q), None) => Some(Build {
-            id: e.build_id.clone(),
-            number: q.number,
-            repo: e.repo.clone(),
-            event: q.trigger,
-            git_ref: q.git_ref.clone(),
-            commit: q.commit.to_string(),
-            clone_url: q.clone_url.clone(),
-            pull_request: q.pull_request,
-            status: BuildStatus::Queued,
-            created_at: e.time,
-            started_at: None,
-            finished_at: None,
-            error: None,
-            restarted_from: q.restarted_from.clone(),
-            attempt: 0,
-            attempts: Vec::new(),
-        }),
-        (BuildEvent::Queued(_), Some(b)) => Some(b),
-        (_, None) => None,
-        (BuildEvent::Started(s), Some(mut b)) => {
-            // A start of an older attempt, or a repeated one, or one after the end: nothing new.
-            if e.attempt <= b.attempt || b.status.is_final() {
+    let mut b = match (&e.event, build) {
+        (BuildEvent::Queued(q), None) => {
+            return Some(Build {
+                id: e.build_id.clone(),
+                number: q.number,
+                repo: e.repo.clone(),
+                private: q.private,
+                event: q.trigger,
+                git_ref: q.git_ref.clone(),
+                commit: q.commit.to_string(),
+                clone_url: q.clone_url.clone(),
+                pull_request: q.pull_request,
+                pull_request_title: q.pull_request_title.clone(),
+                head_ref: q.head_ref.clone(),
+                base_ref: q.base_ref.clone(),
+                message: q.message.clone(),
+                author: q.author.clone(),
+                sender: q.sender.clone(),
+                html_url: q.html_url.clone(),
+                pipeline: None,
+                status: BuildStatus::Queued,
+                waiting: q.approval.clone(),
+                approved_by: None,
+                created_at: e.time,
+                started_at: None,
+                finished_at: None,
+                error: None,
+                canceled_by: None,
+                superseded_by: None,
+                restarted_from: q.restarted_from.clone(),
+                attempt: 0,
+                attempts: Vec::new(),
+            });
+        }
+        (_, None) => return None,
+        (_, Some(b)) => b,
+    };
+    let mut owner = b.ownership();
+    match &e.event {
+        BuildEvent::Queued(_) => {}
+        BuildEvent::Approved(a) => {
+            if b.waiting.is_some() && !owner.ended {
+                b.waiting = None;
+                b.approved_by = Some(a.by.clone());
+            }
+        }
+        BuildEvent::Started(s) => {
+            if !owner.start(e.attempt) {
                 return Some(b);
             }
             close_open_attempt(&mut b, e.time);
             b.attempt = e.attempt;
             b.status = BuildStatus::Running;
+            b.waiting = None;
             b.started_at.get_or_insert(e.time);
             b.attempts.push(Attempt {
                 attempt: e.attempt,
@@ -86,28 +154,35 @@ pub fn apply(build: Option<Build>, e: &Envelope) -> Option<Build> {
                 finished_at: None,
                 outcome: None,
             });
-            Some(b)
         }
-        (BuildEvent::Finished(f), Some(mut b)) => {
-            // Only the current attempt, or a newer one that ended without starting (a runner gave
-            // up on it), may end the build, and only once.
-            if e.attempt < b.attempt || b.status.is_final() {
+        BuildEvent::Configured(c) => {
+            // What the current attempt read; an older attempt's reading changes nothing.
+            if e.attempt == b.attempt && !owner.ended {
+                b.pipeline = Some(c.pipeline.clone());
+            }
+        }
+        BuildEvent::Finished(f) => {
+            let newer = e.attempt > b.attempt;
+            if !owner.end(e.attempt) {
                 return Some(b);
             }
-            if e.attempt > b.attempt {
+            if newer {
                 close_open_attempt(&mut b, e.time);
                 b.attempt = e.attempt;
             }
             b.status = f.status;
+            b.waiting = None;
             b.finished_at = Some(e.time);
             b.error = f.error.clone();
+            b.canceled_by = f.canceled_by.clone();
+            b.superseded_by = f.superseded_by.clone();
             if let Some(a) = b.attempts.iter_mut().find(|a| a.attempt == e.attempt) {
                 a.outcome = Some(f.status);
                 a.finished_at = Some(e.time);
             }
-            Some(b)
         }
     }
+    Some(b)
 }
 
 /// An attempt still open when a newer one begins was lost with its runner.
@@ -152,7 +227,16 @@ mod tests {
                 git_ref: "refs/heads/main".into(),
                 commit: CommitSha::parse(&"a".repeat(40)).expect("valid"),
                 clone_url: "file:///r".into(),
+                private: false,
                 pull_request: None,
+                pull_request_title: None,
+                head_ref: None,
+                base_ref: None,
+                message: Some("Fix the parser\n\nIt was wrong.".into()),
+                author: None,
+                sender: None,
+                html_url: None,
+                approval: None,
                 delivery: Some("1:d".into()),
                 restarted_from: None,
             }),
@@ -173,10 +257,7 @@ mod tests {
         ev(
             attempt,
             minute,
-            BuildEvent::Finished(Finished {
-                status,
-                error: None,
-            }),
+            BuildEvent::Finished(Finished::with_status(status)),
         )
     }
 
@@ -259,10 +340,7 @@ mod tests {
         let cancel = ev(
             0,
             2,
-            BuildEvent::Finished(Finished {
-                status: BuildStatus::Canceled,
-                error: None,
-            }),
+            BuildEvent::Finished(Finished::with_status(BuildStatus::Canceled)),
         );
         let b = fold(&[queued(), started(1, 1), cancel.clone()]).expect("known");
         assert_eq!(

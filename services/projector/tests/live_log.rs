@@ -24,16 +24,13 @@ fn event(attempt: u32, event: BuildEvent) -> Envelope {
 }
 
 fn queued() -> BuildEvent {
-    BuildEvent::Queued(Queued {
-        number: 1,
-        trigger: TriggerEvent::Push,
-        git_ref: "refs/heads/main".into(),
-        commit: CommitSha::parse(&"a".repeat(40)).expect("sha"),
-        clone_url: "file:///r".into(),
-        pull_request: None,
-        delivery: None,
-        restarted_from: None,
-    })
+    BuildEvent::Queued(Queued::minimal(
+        1,
+        TriggerEvent::Push,
+        "refs/heads/main",
+        CommitSha::parse(&"a".repeat(40)).expect("sha"),
+        "file:///r",
+    ))
 }
 
 async fn publish_line(bus: &Bus, attempt: u32, n: u64) {
@@ -44,7 +41,7 @@ async fn publish_line(bus: &Bus, attempt: u32, n: u64) {
         &RepoName::parse("o/r").expect("repo"),
         &BuildId::parse("b1").expect("id"),
     );
-    bus.js
+    bus.raw_jetstream()
         .publish(subject, line.into_bytes().into())
         .await
         .expect("publish")
@@ -109,10 +106,7 @@ async fn live_log(attempt: u32, before: &[(u32, u64)], live: &[(u32, u64)]) -> V
         shutdown.clone(),
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let end = BuildEvent::Finished(Finished {
-        status: BuildStatus::Succeeded,
-        error: None,
-    });
+    let end = BuildEvent::Finished(Finished::with_status(BuildStatus::Succeeded));
     store
         .apply_builds(
             subjects::BUILDS_STREAM,

@@ -87,3 +87,122 @@ fn schemas_depends_only_on_data_crates() {
         );
     }
 }
+
+/// Text files of the checkout, with their paths from the root: what git tracks and what is
+/// written but not yet added, without build output, tools and state.
+fn checkout_files() -> Vec<(PathBuf, String)> {
+    const SKIP: &[&str] = &[
+        ".git",
+        "target",
+        ".tools",
+        ".hermes",
+        "corpus",
+        "artifacts",
+        "coverage",
+    ];
+    let mut out = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        let entries = std::fs::read_dir(root().join(&rel)).expect("read dir");
+        for entry in entries {
+            let entry = entry.expect("dir entry");
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = rel.join(&name);
+            let kind = entry.file_type().expect("file type");
+            // A git worktree's `.git` is a file naming the repository's own folder.
+            if name == ".git" {
+                continue;
+            }
+            if kind.is_dir() && !SKIP.contains(&name.as_str()) {
+                dirs.push(path);
+            } else if kind.is_file()
+                && let Ok(text) = std::fs::read_to_string(entry.path())
+            {
+                out.push((path, text));
+            }
+        }
+    }
+    out
+}
+
+/// Where `text` names a path that leaves the checkout, for a file at depth `depth` (its folders
+/// from the root): a run of `../` longer than the depth, the `shared` folder beside the checkout,
+/// or an absolute path into the machine the project was developed on (under `/work`).
+fn escapes(text: &str, depth: usize) -> Vec<String> {
+    let mut found = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("../") {
+        let start = i + at;
+        let mut ups = 0;
+        let mut end = start;
+        while text[end..].starts_with("../") {
+            ups += 1;
+            end += 3;
+        }
+        // Only a run that is not the tail of a longer name (`x../`).
+        let whole = start == 0 || !bytes[start - 1].is_ascii_alphanumeric();
+        let next: String = text[end..]
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .collect();
+        if whole && (ups > depth || next.starts_with("shared")) {
+            found.push(format!("{}{next}", "../".repeat(ups)));
+        }
+        i = end;
+    }
+    // Spelled in two parts, so that this file does not name it.
+    let machine = ["/wo", "rk/"].concat();
+    for (n, _) in text.match_indices(&machine) {
+        let before = text[..n].chars().next_back();
+        if before.is_none_or(|c| c.is_whitespace() || matches!(c, '`' | '"' | '\'' | '=' | '(')) {
+            found.push(
+                text[n..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect(),
+            );
+        }
+    }
+    found
+}
+
+/// **Nothing in the repository reads a path outside it**: a clone alone passes its tests and
+/// runs its benchmarks, so no file may name a folder beside the checkout.
+#[test]
+fn no_file_names_a_path_that_leaves_the_repository() {
+    let files = checkout_files();
+    assert!(
+        files.iter().any(|(p, _)| p.ends_with("Cargo.toml")),
+        "walked the checkout"
+    );
+    let mut offenders = Vec::new();
+    for (path, text) in &files {
+        let depth = path.components().count() - 1;
+        for hit in escapes(text, depth) {
+            offenders.push(format!("{}: {hit}", path.display()));
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "files name paths outside the repository:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn escaping_paths_are_found_and_paths_inside_are_not() {
+    let up = "../";
+    assert_eq!(escapes(&format!("join(\"{up}{up}{up}x\")"), 2).len(), 1);
+    assert_eq!(escapes(&format!("join(\"{up}{up}x\")"), 2).len(), 0);
+    assert_eq!(escapes(&format!("see {up}shared/fixtures"), 3).len(), 1);
+    let machine = ["/wo", "rk/"].concat();
+    assert_eq!(
+        escapes(&format!("HERMES_BIN={machine}x/hermes"), 0).len(),
+        1
+    );
+    assert_eq!(
+        escapes(&format!("<data dir>{machine}<name>.lock"), 0).len(),
+        0
+    );
+}

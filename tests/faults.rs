@@ -413,6 +413,10 @@ fn a_build_shares_no_image_with_another() {
     let ctx = tempfile::tempdir().expect("tempdir");
     std::fs::write(ctx.path().join("Dockerfile"), &dockerfile).expect("dockerfile");
     let other = format!("hermes-test-other:{}", free_port());
+    let _cleanup = Cleanup {
+        images: vec![other.clone()],
+        markers: Vec::new(),
+    };
     let built = Command::new("docker")
         .args(["build", "-q", "-t", &other, "."])
         .env("DOCKER_BUILDKIT", "0")
@@ -436,7 +440,6 @@ fn a_build_shares_no_image_with_another() {
         image_exists(&other),
         "the image someone else built is still there"
     );
-    remove_image(&other);
 }
 
 #[test]
@@ -689,16 +692,13 @@ fn publish_history(nats: &Nats, builds: usize, lines: usize) {
             let events = [
                 (
                     0,
-                    BuildEvent::Queued(Queued {
-                        number: i as u64 + 1,
-                        trigger: TriggerEvent::Push,
-                        git_ref: "refs/heads/main".into(),
-                        commit: CommitSha::parse(&"ab".repeat(20)).expect("sha"),
-                        clone_url: "file:///history".into(),
-                        pull_request: None,
-                        delivery: None,
-                        restarted_from: None,
-                    }),
+                    BuildEvent::Queued(Queued::minimal(
+                        i as u64 + 1,
+                        TriggerEvent::Push,
+                        "refs/heads/main",
+                        CommitSha::parse(&"ab".repeat(20)).expect("sha"),
+                        "file:///history",
+                    )),
                 ),
                 (1, BuildEvent::Started(Started { runner: "r".into() })),
             ];
@@ -741,10 +741,7 @@ fn publish_history(nats: &Nats, builds: usize, lines: usize) {
                 repo.clone(),
                 1,
                 now,
-                BuildEvent::Finished(Finished {
-                    status: BuildStatus::Succeeded,
-                    error: None,
-                }),
+                BuildEvent::Finished(Finished::with_status(BuildStatus::Succeeded)),
             );
             bus.publish_json(env.subject(), &env.id, &env)
                 .await
@@ -785,6 +782,12 @@ fn images_with(marker: &str) -> Vec<String> {
 fn a_failed_or_canceled_build_leaves_no_image_behind() {
     let c = cluster(1, &[]);
     let marker = format!("marker-{}", std::process::id());
+    // Whatever the builds leave (the forged-id case leaves its first step's image), removed at
+    // the end, also when the test fails.
+    let _cleanup = Cleanup {
+        images: Vec::new(),
+        markers: vec![marker.clone()],
+    };
     let failing = repo_with(&format!(
         "FROM hermes-test-base:latest\nRUN echo {marker}-failed > /m\nRUN exit 1\n"
     ));
@@ -810,7 +813,9 @@ fn a_failed_or_canceled_build_leaves_no_image_behind() {
     // A failing build whose last step the runner might take for its own must leave the base
     // image alone.
     let fails_keeping_base = |dockerfile: String, delivery: &str, why: &str| {
-        let id = c.push(&repo_with(&dockerfile), delivery);
+        // Kept until the build ended: the runner clones it.
+        let repo = repo_with(&dockerfile);
+        let id = c.push(&repo, delivery);
         let done = c
             .core
             .wait_build(&id, Duration::from_secs(60), "the end", is_final);
@@ -858,6 +863,10 @@ fn a_started_runner_removes_what_its_dead_predecessor_left() {
     // Tagged as runner-x tags what it builds; another runner's image stays.
     let tag = format!("hermes-build/runner-x:old-build-{}", free_port());
     let other = format!("hermes-build/runner-y:old-build-{}", free_port());
+    let _cleanup = Cleanup {
+        images: vec![tag.clone(), other.clone()],
+        markers: Vec::new(),
+    };
     let built = Command::new("docker")
         .args(["build", "-q", "-t", &tag, "-t", &other, "."])
         .env("DOCKER_BUILDKIT", "0")
@@ -878,7 +887,6 @@ fn a_started_runner_removes_what_its_dead_predecessor_left() {
     assert!(!junk.exists(), "the dead runner's work dir is gone");
     assert!(!image_exists(&tag), "the dead runner's image is gone");
     assert!(image_exists(&other), "another runner's image is kept");
-    remove_image(&other);
 }
 
 /// Whether the engine has an image named `reference`.
@@ -888,6 +896,26 @@ fn image_exists(reference: &str) -> bool {
         .output()
         .expect("docker images");
     !String::from_utf8_lossy(&images.stdout).trim().is_empty()
+}
+
+/// Images a test made, removed when it ends, also when it fails: by name, and every image whose
+/// history mentions one of the markers.
+struct Cleanup {
+    images: Vec<String>,
+    markers: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for reference in &self.images {
+            remove_image(reference);
+        }
+        for marker in &self.markers {
+            for id in images_with(marker) {
+                remove_image(&id);
+            }
+        }
+    }
 }
 
 /// Removes the image `reference` (a test's own), if it is there.
@@ -954,7 +982,7 @@ fn broken_pipelines_and_hostile_repositories_end_errored_with_precise_reasons() 
     // A clone URL outside HERMES_CLONE_ALLOW is never fetched.
     let repo = repo_with("FROM hermes-test-base:latest\n");
     let body = replace(
-        &replace(&fixture("push/go-scm.push.json"), PUSH_SHA, &repo.sha),
+        &replace(&fixture("push/branch.json"), PUSH_SHA, &repo.sha),
         FIXTURE_URL,
         "https://example.invalid/x.git",
     );

@@ -92,7 +92,6 @@ fn a_pushed_commit_gets_pending_then_success_statuses() {
     );
     let build = hermes.wait_final(REPO, 1);
     assert_eq!(build["status"], "succeeded", "{build:#}\n{}", hermes.logs());
-    let id = build["id"].as_str().expect("id");
 
     let statuses = wait_for(Duration::from_secs(30), "the success status", || {
         let r = received.lock().expect("lock").clone();
@@ -125,7 +124,7 @@ fn a_pushed_commit_gets_pending_then_success_statuses() {
         assert_eq!(body["context"], "hermes-ci");
         assert_eq!(
             body["target_url"],
-            format!("http://127.0.0.1:9/?build={id}")
+            format!("http://127.0.0.1:9/repos/{REPO}/builds/1")
         );
     }
     assert!(

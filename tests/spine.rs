@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::*;
 
-const PR_SHA: &str = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
+const PR_SHA: &str = "d5fd548bb2b96a243ee73255db5e8232e7dd8db1";
 
 struct Env {
     nats: Nats,
@@ -50,7 +50,7 @@ fn signed_push_builds_the_commit_and_serves_status_and_every_log_line() {
     assert_eq!(build["number"], 1);
     assert_eq!(build["repo"], REPO);
     assert_eq!(build["event"], "push");
-    assert_eq!(build["ref"], "refs/heads/master");
+    assert_eq!(build["ref"], "refs/heads/main");
     assert_eq!(build["commit"], repo.sha.as_str());
     assert!(build["error"].is_null());
     for field in ["created_at", "started_at", "finished_at"] {
@@ -151,7 +151,11 @@ fn signed_push_builds_the_commit_and_serves_status_and_every_log_line() {
             .expect("ascii")
             .starts_with("text/html")
     );
-    assert!(page.text().expect("html").contains("/api/builds"));
+    let html = page.text().expect("html");
+    assert!(html.contains(&format!("href=\"/repos/{REPO}\"")), "{html}");
+    let page = hermes.get(&format!("/repos/{REPO}/builds/1"));
+    assert_eq!(page.status(), 200);
+    assert!(page.text().expect("html").contains("data-build="));
 }
 
 /// The runner packs the build context as the Docker CLI would: what `.dockerignore` names stays
@@ -209,7 +213,7 @@ fn a_failing_run_step_fails_the_build_with_its_output() {
 #[test]
 fn bad_or_missing_signature_is_401_and_records_nothing() {
     let Env { nats, hermes, .. } = &env();
-    let body = fixture("push/with-new-branch.payload.json");
+    let body = fixture("push/branch.json");
     let wrong = sign(b"another body");
     assert_eq!(
         hermes.deliver_with("push", "d-bad", &body, &wrong).status(),
@@ -225,10 +229,109 @@ fn bad_or_missing_signature_is_401_and_records_nothing() {
         "push",
         "d-good",
         &body,
-        "sha256=8932d8769b1f990ebb7d03235a66217b1de8e48d0c626166d4e8fcac027a123d",
+        // Derived in tests/fixtures/github/HEADERS.md.
+        "sha256=f53a4fb3750de0583c3240797c071c1d9321fb32a45d8aa42a653b3e9259fa07",
     );
     assert_eq!(r.status(), 202);
     assert_eq!(nats.stream_messages("HERMES_WEBHOOKS"), 1);
+    // A delivery without its hook's id is refused too.
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/webhooks/github", hermes.base))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "d-nohook")
+        .header("X-Hub-Signature-256", sign(&body))
+        .body(body.clone())
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 400);
+    // Each refusal is in the server's log once, with the delivery and the reason, never the
+    // secret or the body.
+    let log = wait_for(Duration::from_secs(10), "the refusals in the log", || {
+        let log = hermes.logs();
+        (log.matches("Delivery refused.").count() >= 3).then_some(log)
+    });
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Delivery refused."))
+        .collect();
+    assert_eq!(refused.len(), 3, "{log}");
+    assert!(
+        refused[0].contains("d-bad") && refused[0].contains("does not match"),
+        "{log}"
+    );
+    assert!(refused[0].contains("status=401"), "{log}");
+    assert!(refused[1].contains("missing"), "{log}");
+    assert!(
+        refused[2].contains("d-nohook") && refused[2].contains("X-GitHub-Hook-ID"),
+        "{log}"
+    );
+    assert!(!log.contains(SECRET), "the secret was logged");
+    assert!(
+        !log.contains("Cache the cargo registry"),
+        "the body was logged"
+    );
+}
+
+#[test]
+fn ending_an_ended_build_is_409_and_restarting_a_running_one_says_it_runs_beside_it() {
+    let Env { hermes, .. } = &env();
+    let repo = Repo::new(&[
+        ("Hermes.yaml", HERMES_YAML),
+        (
+            "Dockerfile",
+            "FROM hermes-test-base:latest\nRUN echo slow && sleep 30\n",
+        ),
+    ]);
+    let r = hermes.deliver("push", "d-409", &push_for(&repo));
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().expect("answer")["build"]
+        .as_str()
+        .expect("the answer names the build")
+        .to_owned();
+    hermes.wait_build(&id, Duration::from_secs(60), "running", |b| {
+        b["status"] == "running"
+    });
+    // A restart of a running build: a second build of the commit, beside it, and said so.
+    let (status, answer) = hermes.post(&format!("/api/builds/{id}/restart"), Some(API_TOKEN));
+    assert_eq!(status, 202);
+    assert!(
+        answer["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("still running")),
+        "{answer}"
+    );
+    let restarted = answer["build"].as_str().expect("the new build").to_owned();
+    let (status, _) = hermes.post(&format!("/api/builds/{id}/cancel"), Some(API_TOKEN));
+    assert_eq!(status, 202);
+    hermes.wait_build(&id, Duration::from_secs(60), "canceled", |b| {
+        b["status"] == "canceled"
+    });
+    // Nothing can change an ended build: 409, with its status.
+    let (status, answer) = hermes.post(&format!("/api/builds/{id}/cancel"), Some(API_TOKEN));
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"], "conflict");
+    assert_eq!(answer["status"], "canceled");
+    let (status, _) = hermes.post(&format!("/api/builds/{restarted}/cancel"), Some(API_TOKEN));
+    assert_eq!(status, 202);
+    hermes.wait_build(&restarted, Duration::from_secs(60), "canceled", |b| {
+        b["status"] == "canceled"
+    });
+}
+
+#[test]
+fn a_shutdown_asked_for_logs_no_connection_error() {
+    let mut e = env();
+    e.hermes.stop();
+    let log = e.hermes.logs();
+    assert!(log.contains("Shutting down."), "{log}");
+    for noise in [
+        "client error",
+        "IO error",
+        "Disconnected from NATS",
+        "ERROR",
+    ] {
+        assert!(!log.contains(noise), "{noise:?} in\n{log}");
+    }
 }
 
 #[test]
@@ -278,17 +381,17 @@ fn the_same_delivery_twice_is_one_build() {
 #[test]
 fn ping_and_branch_deletion_are_recorded_and_build_nothing() {
     let Env { nats, hermes, .. } = &env();
-    let ping = fixture("ping/payload.json");
+    let ping = fixture("ping/ping.json");
     let r = hermes.deliver("ping", "d-ping", &ping);
     assert!(r.status().is_success(), "{}", r.status());
-    let delete = fixture("push/go-scm.push_branch_delete.json");
+    let delete = fixture("push/branch-deleted.json");
     assert!(
         hermes
             .deliver("push", "d-delete", &delete)
             .status()
             .is_success()
     );
-    let star = fixture("star/created.payload.json");
+    let star = fixture("star/created.json");
     assert!(
         hermes
             .deliver("star", "d-star", &star)
@@ -310,16 +413,20 @@ fn pull_request_opened_builds_the_head_sha() {
         ("Hermes.yaml", HERMES_YAML),
         ("Dockerfile", "FROM hermes-test-base:latest\nRUN echo pr\n"),
     ]);
-    let body = fixture("pull_request/opened.payload.json");
+    let body = fixture("pull_request/opened.json");
     let body = replace(&replace(&body, PR_SHA, &repo.sha), FIXTURE_URL, &repo.url());
     assert_eq!(hermes.deliver("pull_request", "d-pr", &body).status(), 202);
     let build = hermes.wait_final(REPO, 1);
     assert_eq!(build["status"], "succeeded", "{build:#}");
     assert_eq!(build["event"], "pull_request");
     assert_eq!(build["commit"], repo.sha.as_str());
-    assert_eq!(build["ref"], "changes");
+    // GitHub's own name for a pull request's head, the same form as a push's ref; the branch
+    // is kept beside it.
+    assert_eq!(build["ref"], "refs/pull/7/head");
+    assert_eq!(build["pull_request"], 7);
+    assert_eq!(build["head_ref"], "feature/login");
     // Closing the pull request builds nothing.
-    let closed = fixture("pull_request/closed.payload.json");
+    let closed = fixture("pull_request/closed.json");
     assert!(
         hermes
             .deliver("pull_request", "d-pr-closed", &closed)

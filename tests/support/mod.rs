@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod github;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -15,12 +18,13 @@ pub const SECRET: &str = "It's a Secret to Everybody";
 pub const API_TOKEN: &str = "test-api-token";
 pub const BASE_IMAGE: &str = "hermes-test-base:latest";
 
-/// The GitHub payload fixtures (`../shared/fixtures/github` beside the checkout).
+/// The GitHub payload fixtures: `$HERMES_FIXTURES`, else the project's own in
+/// `tests/fixtures/github`.
 pub fn fixtures() -> PathBuf {
     std::env::var_os("HERMES_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/github")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/github")
         })
 }
 
@@ -97,17 +101,33 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The busybox applets of the base image; the image carries the list as a label, and one made
+/// with another list is made again.
+const APPLETS: [&str; 11] = [
+    "sh", "echo", "cat", "ls", "true", "false", "sleep", "seq", "printf", "test", "dd",
+];
+
 /// Makes the base image (`docker import` of a root filesystem holding Debian's static busybox)
 /// once per test process. Nothing is pulled.
 pub fn base_image() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let exists = Command::new("docker")
-            .args(["image", "inspect", BASE_IMAGE])
-            .stdout(Stdio::null())
+        let applets = APPLETS.join(",");
+        let label = Command::new("docker")
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}} {{index .Config.Labels \"hermes.test.applets\"}}",
+                BASE_IMAGE,
+            ])
             .stderr(Stdio::null())
-            .status();
-        if exists.is_ok_and(|s| s.success()) {
+            .output();
+        let label = label
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let (old, had) = label.split_once(' ').unwrap_or((label.as_str(), ""));
+        if had == applets {
             return;
         }
         let busybox = ["/usr/bin/busybox", "/bin/busybox"]
@@ -117,9 +137,7 @@ pub fn base_image() {
         let mut tar = tar::Builder::new(Vec::new());
         tar.append_path_with_name(busybox, "bin/busybox")
             .expect("add busybox");
-        for applet in [
-            "sh", "echo", "cat", "ls", "true", "false", "sleep", "seq", "printf", "test",
-        ] {
+        for applet in APPLETS {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_size(0);
@@ -135,7 +153,9 @@ pub fn base_image() {
             .expect("add tmp");
         let bytes = tar.into_inner().expect("tar");
         let mut child = Command::new("docker")
-            .args(["import", "-", BASE_IMAGE])
+            .args(["import", "--change"])
+            .arg(format!("LABEL hermes.test.applets={applets}"))
+            .args(["-", BASE_IMAGE])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -146,6 +166,10 @@ pub fn base_image() {
             child.wait().expect("docker import").success(),
             "docker import failed"
         );
+        // The image it replaces, unless something still uses it.
+        if !old.is_empty() {
+            Command::new("docker").args(["rmi", old]).output().ok();
+        }
     });
 }
 
@@ -203,13 +227,13 @@ impl Repo {
 }
 
 /// The repository of the push and pull request fixtures.
-pub const REPO: &str = "Codertocat/Hello-World";
-pub const FIXTURE_URL: &str = "https://github.com/Codertocat/Hello-World.git";
-pub const PUSH_SHA: &str = "199eddf46df50de8d02e99bf1c5fdb4101338224";
+pub const REPO: &str = "ada-dev/hello-hermes";
+pub const FIXTURE_URL: &str = "https://github.com/ada-dev/hello-hermes.git";
+pub const PUSH_SHA: &str = "be4df22318c57aa1b5f98390add00977eaa464a7";
 
 /// The go-scm branch push, pointed at `repo`'s commit.
 pub fn push_for(repo: &Repo) -> Vec<u8> {
-    let body = fixture("push/go-scm.push.json");
+    let body = fixture("push/branch.json");
     replace(
         &replace(&body, PUSH_SHA, &repo.sha),
         FIXTURE_URL,
@@ -282,7 +306,7 @@ impl Nats {
     pub fn stream_messages(&self, stream: &str) -> u64 {
         let bus = self.bus();
         self.rt.block_on(async {
-            match bus.js.get_stream(stream).await {
+            match bus.raw_jetstream().get_stream(stream).await {
                 Ok(mut s) => s.info().await.expect("stream info").state.messages,
                 Err(_) => 0,
             }
@@ -295,14 +319,18 @@ impl Nats {
     pub fn record_delivery_again(&self, seq: u64) {
         let bus = self.bus();
         self.rt.block_on(async {
-            let stream = bus.js.get_stream("HERMES_WEBHOOKS").await.expect("stream");
+            let stream = bus
+                .raw_jetstream()
+                .get_stream("HERMES_WEBHOOKS")
+                .await
+                .expect("stream");
             let m = stream
                 .get_raw_message(seq)
                 .await
                 .expect("recorded delivery");
             let mut headers = m.headers.clone();
             headers.insert("Nats-Msg-Id", format!("recorded-again-{seq}").as_str());
-            bus.js
+            bus.raw_jetstream()
                 .publish_with_headers(m.subject.to_string(), headers, m.payload)
                 .await
                 .expect("publish")
@@ -317,10 +345,13 @@ impl Nats {
         let bus = self.bus();
         self.rt.block_on(async {
             for name in streams {
-                let mut stream = bus.js.get_stream(*name).await.expect("stream");
+                let mut stream = bus.raw_jetstream().get_stream(*name).await.expect("stream");
                 let mut config = stream.info().await.expect("info").config.clone();
                 config.duplicate_window = Duration::from_millis(100);
-                bus.js.update_stream(config).await.expect("update stream");
+                bus.raw_jetstream()
+                    .update_stream(config)
+                    .await
+                    .expect("update stream");
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         })
@@ -330,7 +361,7 @@ impl Nats {
     pub fn has_consumer(&self, stream: &str, name: &str) -> bool {
         let bus = self.bus();
         self.rt.block_on(async {
-            let Ok(stream) = bus.js.get_stream(stream).await else {
+            let Ok(stream) = bus.raw_jetstream().get_stream(stream).await else {
                 return false;
             };
             stream
@@ -344,7 +375,7 @@ impl Nats {
     pub fn scheduler_idle(&self) -> bool {
         let bus = self.bus();
         self.rt.block_on(async {
-            let Ok(stream) = bus.js.get_stream("HERMES_WEBHOOKS").await else {
+            let Ok(stream) = bus.raw_jetstream().get_stream("HERMES_WEBHOOKS").await else {
                 return false;
             };
             let Ok(mut c) = stream
@@ -433,7 +464,13 @@ impl Hermes {
 
     fn start(&mut self) {
         std::fs::create_dir_all(&self.data_dir).expect("data dir");
-        let port = free_port();
+        // A test that must know the address beforehand (for HERMES_PUBLIC_URL) sets it.
+        let port = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "HERMES_LISTEN")
+            .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
+            .unwrap_or_else(free_port);
         self.base = format!("http://127.0.0.1:{port}");
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(hermes_bin())
@@ -589,7 +626,17 @@ impl Hermes {
             .expect("POST /webhooks/github")
     }
 
+    /// `GET path` with the API token (which reads every build, private ones too).
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .expect("GET")
+    }
+
+    /// `GET path` as nobody in particular.
+    pub fn get_anonymous(&self, path: &str) -> reqwest::blocking::Response {
         reqwest::blocking::get(format!("{}{path}", self.base)).expect("GET")
     }
 

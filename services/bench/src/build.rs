@@ -122,14 +122,14 @@ async fn hermes_build(
     let mut events = hermes
         .nats
         .bus
-        .client
+        .raw_client()
         .subscribe(format!("hermes.*.*.{id}.>"))
         .await
         .context("subscribing to the build's events")?;
     let mut logs = hermes
         .nats
         .bus
-        .client
+        .raw_client()
         .subscribe(format!("hermes.log.*.{id}"))
         .await
         .context("subscribing to the build's log")?;

@@ -34,13 +34,18 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let addr = support::serve(router, shutdown.clone()).await?;
     let mut builds = bus
-        .client
+        .raw_client()
         .subscribe(subjects::BUILDS_ALL)
         .await
         .context("subscribing to build events")?;
     let (b, s) = (bus.clone(), shutdown.clone());
     let scheduler = tokio::spawn(async move {
-        hermes_scheduler::run(b, subjects::DEFAULT_POOL.to_owned(), s).await
+        hermes_scheduler::run(
+            b,
+            hermes_scheduler::SchedulerConfig::new(subjects::DEFAULT_POOL),
+            s,
+        )
+        .await
     });
     let config = hermes_runner::RunnerConfig::new(
         "bench-runner".into(),
@@ -134,7 +139,7 @@ fn us(v: i128) -> Duration {
 /// One publish → pull-consumer receive, `WARMUP + SAMPLES` times, on a stream of its own.
 async fn raw_dispatch(bus: &hermes_nats::Bus) -> anyhow::Result<Vec<Duration>> {
     let s = bus
-        .js
+        .raw_jetstream()
         .create_stream(stream::Config {
             name: "BENCH_DISPATCH".into(),
             subjects: vec!["bench.dispatch.>".into()],

@@ -235,7 +235,7 @@ async fn settled(bus: &Bus) -> anyhow::Result<u64> {
 /// gigabytes over the earlier rounds (~8.6 KB a delivery) slows the later ones down as the kernel
 /// writes it back to disk, and by more for one side than the other.
 async fn emptied(bus: &Bus) -> anyhow::Result<()> {
-    bus.js
+    bus.raw_jetstream()
         .get_stream(subjects::WEBHOOKS_STREAM)
         .await
         .context("the webhook stream")?

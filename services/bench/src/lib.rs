@@ -9,7 +9,7 @@
 //!
 //! - [`support`]: NATS, serving and calling the HTTP routers, fixtures, Docker, git, RSS.
 //! - one module per scenario: [`ingest`], [`dispatch`], [`logs`], [`live_tail`], [`replay`],
-//!   [`query`], [`build`], [`idle_memory`].
+//!   [`query`], [`log_download`], [`build`], [`idle_memory`].
 //!
 //! Benchmarks are not tests: nothing in `cargo test` asserts a time.
 
@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod idle_memory;
 pub mod ingest;
 pub mod live_tail;
+pub mod log_download;
 pub mod logs;
 pub mod query;
 pub mod replay;
@@ -38,6 +39,7 @@ pub const SCENARIOS: &[&str] = &[
     "live-tail",
     "replay",
     "query",
+    "log-download",
     "build",
     "idle-memory",
 ];
@@ -356,6 +358,7 @@ async fn run_all(scenarios: &[&'static str]) -> Vec<Figure> {
             "live-tail" => live_tail::run().await,
             "replay" => replay::run().await,
             "query" => query::run().await,
+            "log-download" => log_download::run().await,
             "build" => build::run().await,
             "idle-memory" => idle_memory::run().await,
             other => Err(anyhow::anyhow!("no scenario {other}")),

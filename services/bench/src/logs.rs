@@ -103,7 +103,7 @@ struct Side {
 
 async fn create_raw_stream(nats: &Nats) -> anyhow::Result<()> {
     nats.bus
-        .js
+        .raw_jetstream()
         .create_stream(stream::Config {
             name: RAW_STREAM.into(),
             subjects: vec!["bench.logs.>".into()],
@@ -126,7 +126,7 @@ async fn raw_side(
 ) -> anyhow::Result<Side> {
     let s = nats
         .bus
-        .js
+        .raw_jetstream()
         .get_stream(RAW_STREAM)
         .await
         .context("the raw stream")?;

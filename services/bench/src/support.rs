@@ -26,10 +26,10 @@ pub const SECRET: &str = "hermes-bench-secret";
 /// The hook id of every delivery the benchmarks send.
 pub const HOOK_ID: &str = "424242";
 /// The push fixture, and the commit and clone URL in it that scenarios replace.
-pub const PUSH_FIXTURE: &str = "push/go-scm.push.json";
-pub const FIXTURE_SHA: &str = "199eddf46df50de8d02e99bf1c5fdb4101338224";
-pub const FIXTURE_URL: &str = "https://github.com/Codertocat/Hello-World.git";
-pub const FIXTURE_REPO: &str = "Codertocat/Hello-World";
+pub const PUSH_FIXTURE: &str = "push/branch.json";
+pub const FIXTURE_SHA: &str = "be4df22318c57aa1b5f98390add00977eaa464a7";
+pub const FIXTURE_URL: &str = "https://github.com/ada-dev/hello-hermes.git";
+pub const FIXTURE_REPO: &str = "ada-dev/hello-hermes";
 /// The image every Dockerfile of the benchmarks starts from, made locally (nothing is pulled).
 pub const BASE_IMAGE: &str = "hermes-bench-base:latest";
 
@@ -380,12 +380,12 @@ impl Delivery {
     }
 }
 
-/// The GitHub fixtures: `$HERMES_FIXTURES`, else `../shared/fixtures/github` beside the checkout.
+/// The GitHub fixtures: `$HERMES_FIXTURES`, else the project's own in `tests/fixtures/github`.
 pub fn fixtures() -> PathBuf {
     std::env::var_os("HERMES_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/github")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/github")
         })
 }
 
@@ -530,7 +530,7 @@ pub async fn stream_state(
     name: &str,
 ) -> anyhow::Result<hermes_nats::jetstream::stream::State> {
     Ok(bus
-        .js
+        .raw_jetstream()
         .get_stream(name)
         .await
         .with_context(|| format!("the stream {name}"))?
@@ -698,8 +698,12 @@ impl Hermes {
         let mut tasks = Vec::new();
         let (b, s) = (bus.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) =
-                hermes_scheduler::run(b, hermes_schemas::subjects::DEFAULT_POOL.into(), s).await
+            if let Err(e) = hermes_scheduler::run(
+                b,
+                hermes_scheduler::SchedulerConfig::new(hermes_schemas::subjects::DEFAULT_POOL),
+                s,
+            )
+            .await
             {
                 tracing::error!(error = %e, "Scheduler failed.");
             }
@@ -781,9 +785,5 @@ pub fn build_id_of(delivery: &str) -> String {
 /// The gateway's state as `hermes up` makes it, with the webhook secret of the benchmarks and no
 /// API token (the API's commands are not measured).
 pub fn gateway_state(bus: Bus) -> hermes_gateway::GatewayState {
-    hermes_gateway::GatewayState {
-        bus,
-        secret: std::sync::Arc::new(hermes_gateway::Secret::new(SECRET)),
-        api_token: None,
-    }
+    hermes_gateway::GatewayState::new(bus, Some(hermes_gateway::Secret::new(SECRET)), None)
 }

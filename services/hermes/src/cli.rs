@@ -36,6 +36,8 @@ pub enum Command {
     Projector(Common),
     /// Run the notifier alone: build transitions to GitHub commit statuses (needs a token).
     Notifier(Common),
+    /// The event log as a tool: follow, audit, replay, export and import events.
+    Events(EventsArgs),
     /// Benchmarks against the raw engines: `hermes bench [--json] [SCENARIO…]` (see BENCHMARKS.md).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -103,9 +105,26 @@ pub struct Common {
         default_value = "https://api.github.com"
     )]
     pub github_api_url: String,
-    /// Where browsers reach Hermes's web UI; commit statuses link to the build's page there.
+    /// Where browsers reach Hermes (e.g. `https://ci.example.com`): commit statuses link to the
+    /// build's page there, sign-in returns to `{URL}/auth/callback`, and the webhooks Hermes
+    /// creates post to `{URL}/webhooks/github`. Sign-in needs it.
     #[arg(long, env = "HERMES_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// The client id of a GitHub OAuth app: with its secret, sign-in with GitHub is on.
+    #[arg(long, env = "HERMES_GITHUB_CLIENT_ID")]
+    pub github_client_id: Option<String>,
+    /// The client secret of that OAuth app.
+    #[arg(long, env = "HERMES_GITHUB_CLIENT_SECRET", hide_env_values = true)]
+    pub github_client_secret: Option<String>,
+    /// Where GitHub's sign-in pages are (`{URL}/login/oauth/authorize`); GitHub Enterprise
+    /// Server: `https://HOST`.
+    #[arg(long, env = "HERMES_GITHUB_URL", default_value = "https://github.com")]
+    pub github_url: String,
+    /// The key that seals stored secrets (webhook secrets, sessions' GitHub tokens): 64 hex
+    /// digits or base64 of 32 bytes. Unset: a key made once in `<data dir>/secret.key` (mode
+    /// 0600); every Hermes process of one installation needs the same key.
+    #[arg(long, env = "HERMES_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
     /// The context of Hermes's commit statuses (what GitHub lists them under).
     #[arg(
         long,
@@ -113,10 +132,164 @@ pub struct Common {
         default_value = hermes_notifier::NotifierConfig::DEFAULT_CONTEXT
     )]
     pub github_status_context: String,
+    /// Pull requests from forks run code anyone may have written: `never` builds none, `approve`
+    /// queues them until a user with push rights (or the API token) approves each build
+    /// (`POST /api/builds/{id}/approve`), `always` builds them like any other.
+    #[arg(long, env = "HERMES_FORK_PULL_REQUESTS", default_value = "approve", value_parser = fork_policy)]
+    pub fork_pull_requests: hermes_schemas::github::ForkPolicy,
+    /// How long build logs are kept, on the log stream and in the read model alike (e.g. `30d`;
+    /// `0` keeps them for ever). Unset: a new installation keeps 30 days, an existing one what
+    /// it was set to.
+    #[arg(long, env = "HERMES_LOG_RETENTION", value_parser = duration_or_zero)]
+    pub log_retention: Option<Duration>,
+    /// Copies of each stream on a NATS cluster (unset: 3 on a cluster of 3 or more JetStream
+    /// servers, else 1). Existing streams are updated in place.
+    #[arg(long, env = "HERMES_STREAM_REPLICAS", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: Option<u8>,
+    /// Memory a build may use (its build containers together; e.g. `4g`, `512m`); past it the
+    /// build ends `failed`, saying so.
+    #[arg(long, env = "HERMES_BUILD_MEMORY", default_value = "4g", value_parser = bytes)]
+    pub build_memory: u64,
+    /// CPUs a build may use (e.g. `2`, `0.5`; default: every core of the machine).
+    #[arg(long, env = "HERMES_BUILD_CPUS", value_parser = cpus)]
+    pub build_cpus: Option<f64>,
+    /// Log downloads (`GET /api/builds/{id}/logs`) served at once; past it `503` with
+    /// `Retry-After`.
+    #[arg(long, env = "HERMES_MAX_LOG_DOWNLOADS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_log_downloads: u32,
+    /// Live logs (`GET /api/builds/{id}/logs/stream`) followed at once; past it `503` with
+    /// `Retry-After`.
+    #[arg(long, env = "HERMES_MAX_LIVE_LOGS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_live_logs: u32,
+}
+
+impl Common {
+    /// What the operator set about the streams.
+    pub fn stream_settings(&self) -> hermes_nats::definitions::Settings {
+        hermes_nats::definitions::Settings {
+            replicas: self.stream_replicas.map(usize::from),
+            log_retention: self.log_retention,
+        }
+    }
+}
+
+fn fork_policy(s: &str) -> Result<hermes_schemas::github::ForkPolicy, String> {
+    hermes_schemas::github::ForkPolicy::parse(s)
+}
+
+/// A duration, or `0` for none.
+fn duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    duration(s)
+}
+
+/// A size in bytes: a number with an optional `k`, `m`, `g` suffix (binary, as Docker reads
+/// them), e.g. `512m`.
+fn bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 512m or 4g"))?;
+    let scale: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return Err(format!("{s:?} is not a size such as 512m or 4g")),
+    };
+    let total = n
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    // The engine refuses less than 6 MiB.
+    if total < 6 << 20 {
+        return Err(format!(
+            "{s:?} is less than the 6m the Docker engine allows"
+        ));
+    }
+    Ok(total)
+}
+
+fn cpus(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if n > 0.0 && n <= 1024.0 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of CPUs such as 2 or 0.5")),
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
     hermes_runner::pipeline::parse_duration(s)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// NATS server(s), comma-separated.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    pub nats_url: String,
+    #[command(subcommand)]
+    pub command: EventsCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum EventsCommand {
+    /// Follow events live, one line each (time, stream:sequence, subject, type, build, summary).
+    Tail {
+        /// Subjects to follow, e.g. `hermes.build.>` or `hermes.log.*.BUILD_ID` (default: all).
+        filter: Option<String>,
+        /// Start at a stream sequence, an RFC 3339 time, or a duration ago (`10m`); default: new
+        /// events only.
+        #[arg(long)]
+        since: Option<String>,
+        /// Each event's envelope as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The whole history of one build, across streams.
+    Audit {
+        build: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a read model from the streams alone (`--into DIR`), and compare it with what a
+    /// running Hermes serves (`--check`).
+    Replay {
+        /// Compare every build and every log with the running Hermes at --api-url; exit 1 on a
+        /// difference.
+        #[arg(long)]
+        check: bool,
+        /// Where to build the read model (default with --check: a scratch directory).
+        #[arg(long)]
+        into: Option<PathBuf>,
+        /// The running Hermes to compare with.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api_url: String,
+        /// Its API token, to read private repositories' builds too.
+        #[arg(long, env = "HERMES_API_TOKEN", hide_env_values = true)]
+        api_token: Option<String>,
+    },
+    /// Every message of the streams as JSON lines, on stdout.
+    Export {
+        /// One stream only (default: every stream Hermes needs to be restored).
+        #[arg(long)]
+        stream: Option<String>,
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Publish exported JSON lines (stdin) into the streams of an empty installation.
+    Import,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -19,11 +19,30 @@ pub enum CheckoutError {
     WrongCommit { got: String, want: String },
 }
 
-/// True when `url` starts with one of the allowed prefixes.
+/// True when `url` is under one of the allowed prefixes, by whole path segments: a prefix that
+/// ends in `/` admits whatever follows it; any other prefix names a repository or an owner, and
+/// admits the URL only when it ends there, ends there with `.git`, or goes on with `/`. So
+/// `https://github.com/myorg` admits `https://github.com/myorg/app` but not
+/// `https://github.com/myorg-evil/app`.
+///
+/// What follows the prefix may not hold a `.` or `..` segment, or a percent-encoded dot: an HTTP
+/// client resolves them (`https://github.com/myorg/../evil/app` fetches `/evil/app`).
 pub fn allowed(url: &str, allow: &[String]) -> bool {
-    allow
-        .iter()
-        .any(|p| !p.is_empty() && url.starts_with(p.as_str()))
+    allow.iter().any(|prefix| under(url, prefix))
+}
+
+fn under(url: &str, prefix: &str) -> bool {
+    if prefix.is_empty() {
+        return false;
+    }
+    let Some(rest) = url.strip_prefix(prefix) else {
+        return false;
+    };
+    let whole_segment =
+        prefix.ends_with('/') || rest.is_empty() || rest == ".git" || rest.starts_with('/');
+    let resolves_elsewhere =
+        rest.split('/').any(|s| s == "." || s == "..") || rest.to_ascii_lowercase().contains("%2e");
+    whole_segment && !resolves_elsewhere
 }
 
 /// Fetches `commit` from `url` into the fresh directory `dir` and checks it out, detached.
@@ -180,4 +199,78 @@ pub async fn read_file(dir: &Path, name: &str, max: u64) -> Result<Option<String
     String::from_utf8(bytes)
         .map(Some)
         .map_err(|_| format!("{name} is not UTF-8 text"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed;
+
+    fn allow(prefixes: &[&str]) -> Vec<String> {
+        prefixes.iter().map(|p| (*p).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_prefix_without_a_slash_matches_whole_path_segments_only() {
+        let list = allow(&["https://github.com/myorg"]);
+        for ok in [
+            "https://github.com/myorg",
+            "https://github.com/myorg.git",
+            "https://github.com/myorg/app",
+            "https://github.com/myorg/app.git",
+        ] {
+            assert!(allowed(ok, &list), "{ok}");
+        }
+        for refused in [
+            "https://github.com/myorg-evil/app",
+            "https://github.com/myorgevil/app.git",
+            "https://github.com/myorg.evil/app",
+            "https://github.com/myorg.gitx",
+            "https://github.com/myorg?x=1",
+            "https://github.com/my",
+            "http://github.com/myorg/app",
+        ] {
+            assert!(!allowed(refused, &list), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_ending_in_a_slash_admits_what_follows() {
+        let list = allow(&["https://github.com/myorg/", "file://"]);
+        assert!(allowed("https://github.com/myorg/app.git", &list));
+        assert!(allowed("https://github.com/myorg/app-evil", &list));
+        assert!(!allowed("https://github.com/myorg-evil/app", &list));
+        assert!(allowed("file:///tmp/repo", &list));
+        assert!(!allowed("https://github.com/", &list));
+    }
+
+    #[test]
+    fn a_repository_prefix_admits_that_repository_only() {
+        let list = allow(&["https://github.com/myorg/app"]);
+        assert!(allowed("https://github.com/myorg/app", &list));
+        assert!(allowed("https://github.com/myorg/app.git", &list));
+        assert!(!allowed("https://github.com/myorg/app2", &list));
+        assert!(!allowed("https://github.com/myorg/app-fork.git", &list));
+    }
+
+    #[test]
+    fn dot_segments_that_would_leave_the_prefix_are_refused() {
+        let list = allow(&["https://github.com/myorg", "https://github.com/other/"]);
+        for refused in [
+            "https://github.com/myorg/../evil/app",
+            "https://github.com/myorg/./app",
+            "https://github.com/myorg/%2e%2e/evil/app",
+            "https://github.com/myorg/%2E%2E/evil/app",
+            "https://github.com/other/../evil/app",
+            "https://github.com/other/..",
+        ] {
+            assert!(!allowed(refused, &list), "{refused}");
+        }
+        assert!(allowed("https://github.com/myorg/app..git", &list));
+    }
+
+    #[test]
+    fn an_empty_prefix_admits_nothing() {
+        assert!(!allowed("https://github.com/myorg/app", &allow(&[""])));
+        assert!(!allowed("https://github.com/myorg/app", &[]));
+    }
 }

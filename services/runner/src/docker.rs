@@ -15,22 +15,39 @@ use hermes_schemas::LogStream;
 use crate::ignore::Ignore;
 use crate::logs::LogSink;
 
-/// The image repository of everything runner `runner` builds: `hermes-build/<runner>`, the name
-/// made a valid path component. A tag, not a label, marks the images, since the engine's classic
-/// builder turns a label into one more build step (a container and a commit: about a second).
+/// The image repository of everything runner `runner` builds, distinct for distinct names: a name
+/// that is already a valid repository path component of `[a-z0-9-]` stays as it is
+/// (`hermes-build/runner-a`); any other becomes that made valid, a `.` (which no name of the first
+/// kind has) and the exact name in hexadecimal (`Runner.A` becomes
+/// `hermes-build/runner-a.52756e6e65722e41`), so two runners never share a repository and one
+/// never removes the other's images as a dead predecessor's. A tag, not a label, marks the images,
+/// since the engine's classic builder turns a label into one more build step (a container and a
+/// commit: about a second).
 pub fn image_repository(runner: &str) -> String {
-    let mut name: String = runner
+    let component = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = runner.as_bytes();
+    let valid = bytes.first().is_some_and(|b| component(*b))
+        && bytes.last().is_some_and(|b| component(*b))
+        && bytes.iter().all(|b| component(*b) || *b == b'-');
+    if valid {
+        return format!("hermes-build/{runner}");
+    }
+    let made_valid: String = runner
         .chars()
         .map(|c| {
             let c = c.to_ascii_lowercase();
-            if c.is_ascii_alphanumeric() { c } else { '-' }
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
         })
         .collect();
-    name = name.trim_matches('-').to_owned();
-    if name.is_empty() {
-        name.push_str("runner");
+    let mut made_valid = made_valid.trim_matches('-').to_owned();
+    if made_valid.is_empty() {
+        made_valid.push_str("runner");
     }
-    format!("hermes-build/{name}")
+    format!("hermes-build/{made_valid}.{}", hex::encode(bytes))
 }
 
 /// How a Dockerfile build ended.
@@ -40,6 +57,8 @@ pub enum BuildOutcome {
     Built,
     /// A step of the Dockerfile failed; the message is Docker's.
     StepFailed(String),
+    /// A step was killed for using more than the build's memory.
+    OutOfMemory,
     /// The engine could not be used.
     EngineError(String),
 }
@@ -162,15 +181,18 @@ fn add_dir<W: std::io::Write>(
     Ok(())
 }
 
-/// The last image a build committed (the classic builder commits one after every step), kept
-/// outside the build's future: a build that fails, or is dropped (cancel, timeout, hand-back), gets
-/// no tag, and its committed steps would stay in the engine as untagged images, holding the
-/// repository's files, until someone prunes them.
+/// What a build made in the engine, noted from the builder's output as it comes and kept outside
+/// the build's future: the last image it committed (the classic builder commits one after every
+/// step) and the containers its steps ran in.
 ///
-/// The image a `FROM` step names is not the build's: the ` ---> <id>` after it is passed over, so
-/// a build whose first step fails never removes its base image.
+/// A build that fails, or is dropped (cancel, timeout, hand-back), gets no tag, and its committed
+/// steps would stay in the engine as untagged images, holding the repository's files, until
+/// someone prunes them: the last one is removed with the steps below it. The image a `FROM` step
+/// names is not the build's: the ` ---> <id>` after it is passed over, so a build whose first
+/// step fails never removes its base image. The containers tell whether a failed step was killed
+/// for the build's memory limit.
 #[derive(Debug)]
-pub struct LastImage {
+pub struct Made {
     seen: std::sync::Mutex<Seen>,
     /// When the build began: an image made before is not the build's.
     since: time::OffsetDateTime,
@@ -181,9 +203,10 @@ struct Seen {
     image: Option<String>,
     /// The last step line was a `FROM`: the next id is its base image.
     after_from: bool,
+    containers: Vec<String>,
 }
 
-impl Default for LastImage {
+impl Default for Made {
     fn default() -> Self {
         Self {
             seen: Default::default(),
@@ -192,8 +215,9 @@ impl Default for LastImage {
     }
 }
 
-impl LastImage {
-    /// Notes the image of a ` ---> <id>` line of the builder's output.
+impl Made {
+    /// Notes the image of a ` ---> <id>` line and the container of a ` ---> Running in <id>`
+    /// line of the builder's output.
     fn saw(&self, text: &str) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         for line in text.lines().map(str::trim) {
@@ -203,9 +227,12 @@ impl LastImage {
                     .split_whitespace()
                     .next()
                     .is_some_and(|i| i.eq_ignore_ascii_case("FROM"));
+            } else if let Some(id) = line.strip_prefix("---> Running in ")
+                && hex_id(id)
+            {
+                seen.containers.push(id.to_owned());
             } else if let Some(id) = line.strip_prefix("---> ")
-                && id.len() >= 12
-                && id.bytes().all(|b| b.is_ascii_hexdigit())
+                && hex_id(id)
                 && !std::mem::take(&mut seen.after_from)
             {
                 seen.image = Some(id.to_owned());
@@ -213,6 +240,7 @@ impl LastImage {
         }
     }
 
+    /// The last image the build committed, taken: it is removed once.
     pub fn take(&self) -> Option<String> {
         self.seen
             .lock()
@@ -221,21 +249,66 @@ impl LastImage {
             .take()
     }
 
+    /// The (short) ids of the containers the build's steps ran in.
+    pub fn containers(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .containers
+            .clone()
+    }
+
     pub fn since(&self) -> time::OffsetDateTime {
         self.since
     }
 }
 
-/// Builds `context` (a tar) into an image tagged `tag`, from scratch, writing Docker's output to
-/// `log` and noting each committed step in `last`.
+/// An image or container id as the builder prints it: 12 or more hexadecimal digits.
+fn hex_id(id: &str) -> bool {
+    id.len() >= 12 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// What a build may use of the machine; every build gets them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Bytes of memory, for each step's container, with no swap beyond it.
+    pub memory: u64,
+    /// CPUs (a quota of the CPU period); `None`: as many as the engine has.
+    pub cpus: Option<f64>,
+}
+
+/// The CPU period a build's quota is a share of: the engine's default, 100 ms.
+const CPU_PERIOD: i32 = 100_000;
+
+/// The CPU quota, in microseconds of each [`CPU_PERIOD`], of `cpus` CPUs (the engine takes no less
+/// than 1 ms).
+fn cpu_quota(cpus: f64) -> i32 {
+    // At most 1,024 CPUs (the command line's limit): far inside an i32.
+    (cpus * f64::from(CPU_PERIOD))
+        .round()
+        .clamp(1_000.0, f64::from(i32::MAX)) as i32
+}
+
+/// `uri` (a build request's) with the memory limit set, as the engine reads it: `memory` and
+/// `memswap` equal, so a step gets no swap beyond its memory. bollard's build options carry both
+/// as an `i32`, which cannot say more than 2 GiB (the default is 4), so they are added to the
+/// request here, in the engine's own 64-bit terms.
+pub fn with_memory(uri: &str, memory: u64) -> String {
+    let joint = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{joint}memory={memory}&memswap={memory}")
+}
+
+/// Builds `context` (a tar) into an image tagged `tag`, from scratch and within `limits`, writing
+/// Docker's output to `log` and noting what it makes in `made`.
 pub async fn build(
     docker: &Docker,
     context: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     tag: &str,
+    limits: Limits,
     log: &mut LogSink,
-    last: &LastImage,
+    made: &Made,
 ) -> BuildOutcome {
-    let options = BuildImageOptionsBuilder::default()
+    let mut options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(tag)
         .rm(true)
@@ -244,14 +317,32 @@ pub async fn build(
         // otherwise end in one shared image, and the first to finish would remove it from under
         // the other as it tags it ("failed to get digest"). Each build's images are removed
         // when it ends, so a cache would rarely have helped anyway.
-        .nocache(true)
-        .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(context)));
+        .nocache(true);
+    if let Some(cpus) = limits.cpus {
+        options = options.cpuperiod(CPU_PERIOD).cpuquota(cpu_quota(cpus));
+    }
+    let memory = limits.memory;
+    let limited = docker.clone().with_request_modifier(move |mut request| {
+        if request.uri().path().ends_with("/build") {
+            let uri = with_memory(&request.uri().to_string(), memory);
+            match uri.parse() {
+                Ok(uri) => *request.uri_mut() = uri,
+                // Cannot be: two decimal query parameters added to a valid URI.
+                Err(e) => tracing::error!(error = %e, "The build's memory limit was not set."),
+            }
+        }
+        request
+    });
+    let mut stream = limited.build_image(
+        options.build(),
+        None,
+        Some(bollard::body_try_stream(context)),
+    );
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
                 if let Some(text) = info.stream {
-                    last.saw(&text);
+                    made.saw(&text);
                     log.write(LogStream::Stdout, &text).await;
                 }
                 if let Some(status) = info.status {
@@ -260,6 +351,13 @@ pub async fn build(
             }
             Err(DockerError::DockerStreamError { error }) => {
                 log.line(LogStream::Stderr, &error).await;
+                // Killed (137: SIGKILL, which is how the kernel ends a process over its
+                // cgroup's memory): the engine's `oom` event may come a moment after the step's
+                // end, so it is waited for a little.
+                let killed = exit_code(&error) == Some(137);
+                if out_of_memory(docker, made, killed).await {
+                    return BuildOutcome::OutOfMemory;
+                }
                 return BuildOutcome::StepFailed(error);
             }
             Err(DockerError::DockerResponseServerError {
@@ -273,8 +371,62 @@ pub async fn build(
         }
     }
     // The last step is the built image now, and goes with its tag.
-    last.take();
+    made.take();
     BuildOutcome::Built
+}
+
+/// The exit code in the classic builder's message for a failed step (`The command '…' returned a
+/// non-zero code: 137`), read once here where the engine's text comes in; bollard keeps the
+/// message of the engine's error, not its code.
+pub fn exit_code(message: &str) -> Option<i64> {
+    let (_, code) = message.rsplit_once("returned a non-zero code: ")?;
+    code.trim().parse().ok()
+}
+
+/// Whether the engine reported one of the build's step containers out of memory (its `oom`
+/// event, which the kernel's cgroup notice becomes). When `wait`, the event is looked for for up
+/// to 2 s.
+async fn out_of_memory(docker: &Docker, made: &Made, wait: bool) -> bool {
+    use bollard::query_parameters::EventsOptions;
+    let containers = made.containers();
+    if containers.is_empty() {
+        return false;
+    }
+    let unix = |t: time::OffsetDateTime| format!("{}.{:09}", t.unix_timestamp(), t.nanosecond());
+    // With 5 s for the engine's clock; other containers' events are told apart by id.
+    let since = unix(made.since() - time::Duration::seconds(5));
+    let filters = HashMap::from([
+        ("type".to_owned(), vec!["container".to_owned()]),
+        ("event".to_owned(), vec!["oom".to_owned()]),
+    ]);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        // Up to now: a time in the future would make the engine wait for it.
+        let options = EventsOptions {
+            since: Some(since.clone()),
+            until: Some(unix(time::OffsetDateTime::now_utc())),
+            filters: Some(filters.clone()),
+        };
+        let mut events = docker.events(Some(options));
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    let id = event.actor.and_then(|a| a.id).unwrap_or_default();
+                    if containers.iter().any(|c| id.starts_with(c.as_str())) {
+                        return true;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "Cannot read the engine's events.");
+                    break;
+                }
+            }
+        }
+        if !wait || tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Removes an image Hermes built (by tag or id, with the untagged steps below it); a missing image
@@ -396,7 +548,7 @@ pub async fn connect(within: std::time::Duration, log: &mut LogSink) -> Result<D
 
 #[cfg(test)]
 mod tests {
-    use super::{LastImage, image_repository};
+    use super::{Made, image_repository};
 
     #[tokio::test]
     async fn the_streamed_context_is_the_archive_in_bounded_chunks() {
@@ -433,7 +585,7 @@ mod tests {
 
     #[test]
     fn the_last_committed_step_is_noted() {
-        let last = LastImage::default();
+        let last = Made::default();
         last.saw("Step 1/3 : FROM base\n");
         last.saw(" ---> 8dc51b0d02c1\n");
         last.saw("Step 2/3 : RUN echo x\n");
@@ -448,13 +600,98 @@ mod tests {
         assert_eq!(last.take(), None);
         last.saw(" ---> 5741db31b3ef\nStep 3/3 : RUN sleep 30\n ---> Running in 0123456789ab\n");
         assert_eq!(last.take().as_deref(), Some("5741db31b3ef"));
+        assert_eq!(last.containers(), ["e976f9a3c800", "0123456789ab"]);
+        last.saw(" ---> Running in not-an-id\n");
+        assert_eq!(last.containers().len(), 2);
+    }
+
+    #[test]
+    fn the_memory_limit_goes_into_the_build_request_in_64_bits() {
+        assert_eq!(
+            super::with_memory("http://docker/v1.41/build?t=x&rm=true", 4 << 30),
+            "http://docker/v1.41/build?t=x&rm=true&memory=4294967296&memswap=4294967296"
+        );
+        assert_eq!(
+            super::with_memory("http://docker/v1.41/build", 33_554_432),
+            "http://docker/v1.41/build?memory=33554432&memswap=33554432"
+        );
+    }
+
+    #[test]
+    fn cpus_become_a_quota_of_the_period() {
+        assert_eq!(super::cpu_quota(2.0), 200_000);
+        assert_eq!(super::cpu_quota(0.5), 50_000);
+        assert_eq!(super::cpu_quota(0.001), 1_000);
+    }
+
+    #[test]
+    fn the_exit_code_of_a_failed_step_is_read_from_the_engine_s_message() {
+        let message = "The command '/bin/sh -c dd if=/dev/zero of=/dev/null bs=100M' returned a non-zero code: 137";
+        assert_eq!(super::exit_code(message), Some(137));
+        assert_eq!(super::exit_code("returned a non-zero code: 1\n"), Some(1));
+        assert_eq!(super::exit_code("COPY failed: no source files"), None);
     }
 
     #[test]
     fn a_runner_name_becomes_a_valid_image_repository() {
         assert_eq!(image_repository("runner-a"), "hermes-build/runner-a");
-        assert_eq!(image_repository("CI_Box.7"), "hermes-build/ci-box-7");
-        assert_eq!(image_repository("--"), "hermes-build/runner");
-        assert_eq!(image_repository("ÿ-x"), "hermes-build/x");
+        assert_eq!(image_repository("ci-7"), "hermes-build/ci-7");
+        assert_eq!(
+            image_repository("CI_Box.7"),
+            "hermes-build/ci-box-7.43495f426f782e37"
+        );
+        assert_eq!(image_repository("--"), "hermes-build/runner.2d2d");
+        assert_eq!(image_repository("ÿ-x"), "hermes-build/x.c3bf2d78");
+        // Docker's grammar of a path component: lowercase letters and digits, separated by one
+        // `.` or `_`, two `_`, or any number of `-`.
+        let component = regex::Regex::new("^[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*$")
+            .expect("a valid pattern");
+        for name in [
+            "runner-a",
+            "Runner.A",
+            "a_b",
+            "x",
+            "9",
+            "a..b",
+            "host.example.com",
+        ] {
+            let repository = image_repository(name);
+            let path = repository.strip_prefix("hermes-build/").expect("prefix");
+            assert!(component.is_match(path), "{name:?} -> {repository:?}");
+        }
+    }
+
+    #[test]
+    fn distinct_runner_names_get_distinct_image_repositories() {
+        let names = [
+            "runner-a",
+            "Runner.A",
+            "runner.a",
+            "RUNNER-A",
+            "runner_a",
+            "Runner-A",
+            "runner-a-",
+            "runner--a",
+            "runner-a.72756e6e65722d61",
+            "a",
+            "A",
+            "a.",
+            "a_",
+            "a-b.c",
+            "a.b-c",
+        ];
+        let repositories: std::collections::HashSet<_> =
+            names.iter().map(|n| image_repository(n)).collect();
+        assert_eq!(repositories.len(), names.len(), "{repositories:?}");
+        // The exact name can be read back from any repository that is not the name itself.
+        for name in names {
+            let repository = image_repository(name);
+            let path = repository.strip_prefix("hermes-build/").expect("prefix");
+            let back = match path.rsplit_once('.') {
+                Some((_, hex)) => String::from_utf8(hex::decode(hex).expect("hex")).expect("utf-8"),
+                None => path.to_owned(),
+            };
+            assert_eq!(back, name);
+        }
     }
 }

@@ -1,32 +1,65 @@
 //! The runner: takes build commands from its pool's work queue and runs them in Docker.
 //!
-//! For each command: `build.started`, a `git` checkout of the exact commit into a fresh work dir,
-//! `Hermes.yaml`, a Dockerfile build through the Docker engine with every output line published as
-//! a `log.line` event, `build.finished`; then the command is acked and the work dir and image removed.
+//! Each command goes through three stages:
+//!
+//! 1. **Admission**: the command is read; the build's attempts are read from the build stream,
+//!    and the attempt rule ([`hermes_schemas::attempt::Ownership`]) decides ([`outcome::admit`]):
+//!    the build has ended (ack), is canceled before it starts or has had its attempts (end it,
+//!    ack), or starts its next attempt with `build.started`.
+//! 2. **The race** of the work (a `git` checkout of the exact commit into a fresh work dir,
+//!    `Hermes.yaml` and `build.configured`, a Dockerfile build within the build's memory and
+//!    CPUs, every output line published in `log.lines` events) against a cancel, the time limit
+//!    and the hand-back after SIGTERM, which returns a typed [`outcome::Ending`].
+//! 3. **The conclusion**: the log's last lines, the work dir and images removed, and then
+//!    ([`outcome::conclude`]) `build.finished` and the ack, or nothing when a newer attempt
+//!    started or that cannot be learnt, or the hand-back.
 //!
 //! # Layout
 //!
+//! - [`outcome`]: how an attempt ends and why (typed), and the two decisions, pure.
+//! - [`lease`]: the pool's consumer (its ack wait is the lease), and renewing a held command's.
+//! - [`cancel`]: hearing and finding a cancel of the build a runner holds.
 //! - [`pipeline`]: the `Hermes.yaml` file.
-//! - [`checkout`]: `git`, and the clone allow list.
-//! - [`docker`]: the Docker engine (bollard is used nowhere else).
+//! - [`checkout`]: `git`, and the clone allow list (whole path segments).
+//! - [`docker`]: the Docker engine (bollard is used nowhere else): builds, limits, images.
 //! - [`ignore`]: `.dockerignore`, which files stay out of the build context.
-//! - [`logs`]: output to `log.line` events.
+//! - [`logs`]: output to `log.lines` events.
 //!
 //! # Invariants
 //!
-//! - **The lease is held while the build runs**: in-progress acks every third of the ack wait
-//!   (the lease). A runner that dies stops renewing it; JetStream delivers the command again, to
-//!   another runner, as the next attempt. After `max_attempts` the build ends `errored`.
-//! - **SIGTERM hands work back**: the runner takes no new command, gives a running build the grace
-//!   period, then stops it and naks the command so another runner takes it at once.
-//! - **The command is acked only after `build.finished` is stored**, so a runner that dies leaves
-//!   the command to be delivered again, as a new attempt.
-//! - **Nothing runs through a shell**, and nothing is written outside `<data dir>/work`.
+//! - **An attempt's number is a domain fact**: the build's next after the last `build.started`
+//!   and `build.finished` on the build stream, never JetStream's delivery count (which starts
+//!   again at 1 when the consumer is made again). `build.started` is published only if no other
+//!   came first on its subject (an optimistic concurrency check; on a conflict the runner reads
+//!   and decides again), so two attempts never share a number and no event id repeats, which the
+//!   stream's duplicate window would drop. `max_attempts` counts these attempts.
+//! - **The lease is held while the runner holds the command**: in-progress acks every third of
+//!   the lease (at least every second). A runner that dies stops renewing it; JetStream delivers
+//!   the command again, to another runner, which starts the next attempt. The pool's consumer
+//!   is made and updated by runners alone, with their `HERMES_LEASE`.
+//! - **SIGTERM hands work back**: the runner takes no new command, gives a running build the
+//!   grace period, then stops it and naks the command so another runner takes it at once. The
+//!   end of the grace period is a hard stop: past it nothing is retried against NATS, and what is
+//!   still awaited is left [`EXIT_WITHIN`] later, so a runner exits within the grace period and a
+//!   few seconds even with NATS down.
+//! - **The command is acked only after `build.finished` is stored, and `build.finished` is
+//!   published only when the runner knows that no newer attempt started**; when it cannot learn
+//!   it (NATS unreachable until the hard stop), it reports nothing and leaves the command unacked,
+//!   so that it comes back: the check fails closed.
+//! - **Every log line about a build names that build**: a build's work runs in its span, attached
+//!   with `.instrument` (never a guard held across an `.await`), and so do the tasks it spawns.
+//! - **Nothing runs through a shell**, and nothing is written outside `<data dir>/work`; the
+//!   runner's name, which becomes `<data dir>/work/<name>`, is checked before anything is touched.
+//! - **Every build runs within its limits**: `build_memory` for each step's container, with no
+//!   swap, and `build_cpus`; a step killed for memory ends the build `failed`, naming the limit.
 
+pub mod cancel;
 pub mod checkout;
 pub mod docker;
 pub mod ignore;
+pub mod lease;
 pub mod logs;
+pub mod outcome;
 pub mod pipeline;
 
 use std::path::{Path, PathBuf};
@@ -35,19 +68,25 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hermes_nats::jetstream::{self, AckKind};
-use hermes_nats::{Bus, PULL_EXPIRES, definitions};
-use hermes_schemas::events::{BuildEvent, BuildStatus, Finished, Started};
-use hermes_schemas::{BuildCommand, Envelope, LogStream, subjects};
+use hermes_nats::{Bus, BusError, PULL_EXPIRES};
+use hermes_schemas::attempt::Ownership;
+use hermes_schemas::events::{BuildEvent, BuildStatus, Configured, Finished, Started};
+use hermes_schemas::{BuildCommand, Envelope, LogStream};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+use crate::cancel::CancelWatch;
 use crate::docker::BuildOutcome;
+use crate::lease::Lease;
 use crate::logs::LogSink;
+use crate::outcome::{Admission, Conclusion, Ending, Reason};
 
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// Stable across restarts of the same runner, so it can clean up after its predecessor.
+    /// Stable across restarts of the same runner, so it can clean up after its predecessor;
+    /// checked by [`check_name`].
     pub name: String,
     pub pool: String,
     pub data_dir: PathBuf,
@@ -65,6 +104,10 @@ pub struct RunnerConfig {
     pub log_limit: u64,
     /// How long to retry an unreachable Docker engine before the build ends `errored`.
     pub docker_wait: Duration,
+    /// Bytes of memory a build's steps may use (each step's container), with no swap beyond.
+    pub build_memory: u64,
+    /// CPUs a build may use; `None`: every CPU the engine has.
+    pub build_cpus: Option<f64>,
 }
 
 impl RunnerConfig {
@@ -80,18 +123,34 @@ impl RunnerConfig {
             shutdown_grace: Duration::from_secs(30),
             log_limit: logs::DEFAULT_LIMIT,
             docker_wait: Duration::from_secs(30),
+            build_memory: DEFAULT_BUILD_MEMORY,
+            build_cpus: None,
         }
     }
 
     fn work_dir(&self) -> PathBuf {
         self.data_dir.join("work").join(&self.name)
     }
+
+    fn limits(&self) -> docker::Limits {
+        docker::Limits {
+            memory: self.build_memory,
+            cpus: self.build_cpus,
+        }
+    }
 }
+
+/// The memory a build may use unless told otherwise: 4 GiB.
+pub const DEFAULT_BUILD_MEMORY: u64 = 4 << 30;
+
+/// How long past the hard stop (the end of the grace period after SIGTERM) what is still awaited
+/// is waited for: the acks of the log's last lines, a stopped build's image removal.
+pub const EXIT_WITHIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[from] BusError),
     #[error("Docker: {0}")]
     Docker(String),
     #[error("work dir {0}: {1}")]
@@ -100,6 +159,27 @@ pub enum RunnerError {
         "another runner named {0:?} is running with this data dir; give each runner its own name (HERMES_RUNNER_NAME)"
     )]
     NameTaken(String),
+    #[error(
+        "runner name {0:?} is not 1 to 64 characters of [A-Za-z0-9._-] starting with a letter or a digit; \
+         the name becomes a directory under the data dir and names the runner's images (HERMES_RUNNER_NAME)"
+    )]
+    BadName(String),
+}
+
+/// Checks a runner's name: 1 to 64 characters of `[A-Za-z0-9._-]`, the first a letter or a digit
+/// (so never `.` or `..`). The name becomes `<data dir>/work/<name>`, which a runner empties when
+/// it starts, and part of its image repository.
+pub fn check_name(name: &str) -> Result<(), RunnerError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RunnerError::BadName(name.to_owned()))
+    }
 }
 
 /// Holds `<data dir>/work/<name>.lock` for as long as the runner runs: a runner removes what a
@@ -128,6 +208,8 @@ pub async fn run(
     config: RunnerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), RunnerError> {
+    // Before anything is touched: the name becomes a path.
+    check_name(&config.name)?;
     let _name = lock_name(&config)?;
     let work = config.work_dir();
     // Whatever a dead predecessor of this name left is garbage now: its command comes back as a
@@ -152,76 +234,102 @@ pub async fn run(
         ),
         Err(e) => tracing::warn!(error = %e, "Cannot look for leftovers in Docker."),
     }
-    let consumer = lease_consumer(&bus, &config).await?;
+    let consumer = lease::consumer(&bus, &config.pool, config.lease)
+        .await
+        .map_err(RunnerError::Nats)?;
+    let (stops, timer) = Stops::start(shutdown, config.shutdown_grace);
     let runner = Runner {
         bus,
         config,
+        stops,
         cleanups: Default::default(),
     };
-    tracing::info!(runner = %runner.config.name, pool = %runner.config.pool, lease = ?runner.config.lease, "Runner started.");
-    let worked = runner.take_work(&consumer, &shutdown).await;
+    tracing::info!(
+        runner = %runner.config.name, pool = %runner.config.pool, lease = ?runner.config.lease,
+        build_memory = runner.config.build_memory, build_cpus = ?runner.config.build_cpus,
+        "Runner started."
+    );
+    let worked = runner.take_work(consumer).await;
     let cleanups = std::mem::take(&mut *runner.cleanups.lock().unwrap_or_else(|e| e.into_inner()));
-    if tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(cleanups))
-        .await
-        .is_err()
-    {
+    let waited = runner
+        .bounded(tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::future::join_all(cleanups),
+        ))
+        .await;
+    if !matches!(waited, Some(Ok(_))) {
         tracing::warn!("Stopped waiting for the removal of a stopped build's image.");
     }
+    timer.abort();
     worked?;
     tracing::info!(runner = %runner.config.name, "Runner stopped.");
     Ok(())
 }
 
-/// The longest a running build goes between two renewals of its lease.
-const MAX_RENEWAL: Duration = Duration::from_secs(1);
-
-/// The pool's consumer, with the configured lease as its ack wait.
-async fn lease_consumer(
-    bus: &Bus,
-    config: &RunnerConfig,
-) -> Result<jetstream::consumer::PullConsumer, RunnerError> {
-    let nats = |e: &dyn std::fmt::Display| RunnerError::Nats(e.to_string());
-    let stream = bus
-        .js
-        .get_stream_no_info(subjects::JOBS_STREAM)
-        .await
-        .map_err(|e| nats(&e))?;
-    let mut wanted = definitions::runner_consumer_config(&config.pool).map_err(|e| nats(&e))?;
-    wanted.ack_wait = config.lease;
-    let name = definitions::runner_consumer(&config.pool);
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer(&name, wanted.clone())
-        .await
-        .map_err(|e| nats(&e))?;
-    let had = consumer.cached_info().config.ack_wait;
-    if had == config.lease {
-        return Ok(consumer);
-    }
-    // Every runner of the pool shares the consumer: its lease is the last one set.
-    tracing::warn!(was = ?had, now = ?config.lease, "Changing the lease of every runner of the pool.");
-    stream.create_consumer(wanted).await.map_err(|e| nats(&e))
+/// The moments of a runner's shutdown.
+struct Stops {
+    /// SIGTERM (the caller's token): no new command is taken.
+    shutdown: CancellationToken,
+    /// The grace period after it is over: a running build is handed back, and nothing is retried
+    /// against NATS any more (one try is still made).
+    hard: CancellationToken,
+    /// [`EXIT_WITHIN`] after the hard stop: whatever is still awaited is left.
+    exit: CancellationToken,
 }
+
+impl Stops {
+    /// The stops of a runner given `grace` after `shutdown`, and the task that cancels them.
+    fn start(shutdown: CancellationToken, grace: Duration) -> (Self, tokio::task::JoinHandle<()>) {
+        let stops = Self {
+            shutdown: shutdown.clone(),
+            hard: CancellationToken::new(),
+            exit: CancellationToken::new(),
+        };
+        let (hard, exit) = (stops.hard.clone(), stops.exit.clone());
+        let timer = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+            hard.cancel();
+            tokio::time::sleep(EXIT_WITHIN).await;
+            exit.cancel();
+        });
+        (stops, timer)
+    }
+}
+
+/// The first wait between two tries of something NATS must answer; it doubles up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 struct Runner {
     bus: Bus,
     config: RunnerConfig,
+    stops: Stops,
     /// Removals of stopped builds' images still running, waited for (a while) before the runner
     /// exits.
     cleanups: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-/// Why an attempt stopped without a result of its own.
-enum Stop {
-    /// Hermes could not run it; the build ends `errored` with this reason.
-    Errored(String),
-    Timeout(Duration),
+/// What the admission of a command came to.
+enum Admitted {
+    /// Run this attempt: its `build.started` is stored.
+    Run(u32),
+    /// Nothing to run: the build has ended, or was ended now (its `build.finished` is stored).
+    Settled,
+    /// Nothing could be decided before the hard stop (NATS unreachable): back to the queue.
+    Undecided,
 }
 
-/// How an attempt ended.
-enum Ending {
-    Finished(BuildStatus, Option<String>),
-    /// The runner is shutting down: the command goes back to the queue.
-    HandBack,
+/// The hard stop came before something was stored.
+#[derive(Debug)]
+struct HardStop;
+
+/// Why `build.started` was not stored.
+enum NotStarted {
+    /// Another `build.started` came first: read again and decide again.
+    Conflict,
+    HardStop,
 }
 
 impl Runner {
@@ -236,19 +344,17 @@ impl Runner {
     /// would make two requests out of one for good, each fetching a command that waits unstarted
     /// while the runner builds the other. No request is asked for while the client is
     /// disconnected.
+    ///
+    /// A request refused because the consumer is gone (someone deleted it) makes it again, with
+    /// this runner's lease; a consumer that is there is left as it is.
     async fn take_work(
         &self,
-        consumer: &jetstream::consumer::PullConsumer,
-        shutdown: &CancellationToken,
+        mut consumer: jetstream::consumer::PullConsumer,
     ) -> Result<(), RunnerError> {
+        let shutdown = &self.stops.shutdown;
         let subscribe = || async {
-            let inbox = self.bus.client.new_inbox();
-            let deliveries = self
-                .bus
-                .client
-                .subscribe(inbox.clone())
-                .await
-                .map_err(|e| RunnerError::Nats(e.to_string()))?;
+            let inbox = self.bus.new_inbox();
+            let deliveries = self.bus.subscribe(inbox.clone()).await?;
             Ok::<_, RunnerError>((inbox, deliveries))
         };
         let (mut inbox, mut deliveries) = subscribe().await?;
@@ -289,29 +395,34 @@ impl Runner {
                 biased;
                 msg = deliveries.next() => {
                     let Some(msg) = msg else {
-                        return Err(RunnerError::Nats("the command inbox closed".into()));
+                        return Err(RunnerError::Nats(BusError::Unavailable(
+                            "the command inbox closed".into(),
+                        )));
                     };
                     pending = None;
                     if let Some(status) = msg.status {
                         // 408: the request expired empty; others (409 …) say why it ended.
                         if status.as_u16() != 408 {
                             tracing::debug!(%status, description = ?msg.description, "Pull request ended.");
+                            // 409 (the consumer was deleted under the request), 503 (no
+                            // consumer answers) or 404: make it again if it is gone.
+                            if matches!(status.as_u16(), 404 | 409 | 503) {
+                                match lease::consumer_again(&self.bus, &self.config.pool, self.config.lease).await {
+                                    Ok(c) => consumer = c,
+                                    Err(e) => tracing::warn!(error = %e, "Cannot find or make the pool's consumer."),
+                                }
+                            }
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                         continue;
                     }
-                    let msg = jetstream::Message { message: msg, context: self.bus.js.clone() };
+                    let msg = self.bus.jetstream_message(msg);
                     if shutdown.is_cancelled() {
                         // Asked for before the signal; not started, so straight back to the queue.
-                        if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
-                            tracing::warn!(error = %e, "Handing a command back failed.");
-                        }
-                        if let Err(e) = self.bus.client.flush().await {
-                            tracing::warn!(error = %e, "Flushing the hand-back failed.");
-                        }
+                        self.hand_back(&msg).await;
                         continue;
                     }
-                    self.handle(msg, shutdown).await;
+                    self.handle(msg).await;
                 }
                 () = tokio::time::sleep_until(answer_by) => {
                     // No answer at all: ask again, on a new inbox (see above).
@@ -322,11 +433,9 @@ impl Runner {
         }
     }
 
-    async fn handle(&self, msg: jetstream::Message, shutdown: &CancellationToken) {
-        let attempt = msg
-            .info()
-            .map(|i| u32::try_from(i.delivered.max(1)).unwrap_or(u32::MAX))
-            .unwrap_or(1);
+    /// Handles one command, within a span of its build: every line logged about it, here and in
+    /// the tasks it starts, names the build.
+    async fn handle(&self, msg: jetstream::Message) {
         let command: BuildCommand = match serde_json::from_slice(&msg.payload) {
             Ok(c) => c,
             Err(e) => {
@@ -337,59 +446,38 @@ impl Runner {
                 return;
             }
         };
-        let span =
-            tracing::info_span!("build", build = %command.build_id, repo = %command.repo, attempt);
-        let _guard = span.enter();
-        let msg = Arc::new(msg);
+        let span = tracing::info_span!(
+            "build",
+            build = %command.build_id,
+            repo = %command.repo,
+            attempt = tracing::field::Empty
+        );
+        self.take(Arc::new(msg), command).instrument(span).await;
+    }
 
-        if attempt > self.config.max_attempts {
-            let why = format!(
-                "gave up after {} attempts: every runner that took this build stopped before it finished",
-                self.config.max_attempts
-            );
-            tracing::warn!(why, "Giving the build up.");
-            self.finish(&command, attempt, BuildStatus::Errored, Some(why))
-                .await;
-            self.ack(&msg).await;
-            return;
-        }
+    /// Admission, the race, the conclusion.
+    async fn take(&self, msg: Arc<jetstream::Message>, command: BuildCommand) {
+        // From the first moment: the admission may wait for NATS.
+        let lease = Lease::hold(msg.clone(), self.config.lease);
         // Listen for a cancel before looking for one already made, so none slips between.
-        let mut cancel = match self
-            .bus
-            .client
-            .subscribe(subjects::cancel(&command.build_id))
-            .await
-        {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "Cannot listen for cancel requests.");
-                None
+        let mut cancel = CancelWatch::listen(&self.bus, &command.build_id, self.config.lease).await;
+        let attempt = match self.admit(&command, &cancel).await {
+            Admitted::Run(attempt) => attempt,
+            Admitted::Settled => {
+                cancel.close().await;
+                drop(lease);
+                self.ack(&msg).await;
+                return;
+            }
+            Admitted::Undecided => {
+                cancel.close().await;
+                drop(lease);
+                self.hand_back(&msg).await;
+                tracing::info!("Build handed back before it started.");
+                return;
             }
         };
-        if self.cancel_requested(&command).await {
-            tracing::info!("Build was canceled before it started.");
-            // The scheduler ends a queued build itself, but its end (attempt 0) loses to an
-            // attempt that had started: a build whose runner died or handed it back would stay
-            // `running` for good. This attempt ends it, unless an end is stored already.
-            if !self.has_ended(&command).await {
-                self.finish(&command, attempt, BuildStatus::Canceled, None)
-                    .await;
-            }
-            self.ack(&msg).await;
-            return;
-        }
-
-        let lease = self.hold_lease(msg.clone());
-        self.publish_until_stored(&Envelope::new(
-            command.build_id.clone(),
-            command.repo.clone(),
-            attempt,
-            OffsetDateTime::now_utc(),
-            BuildEvent::Started(Started {
-                runner: self.config.name.clone(),
-            }),
-        ))
-        .await;
+        tracing::info!(runner = %self.config.name, "Build started.");
         let mut log = LogSink::with_limit(
             self.bus.clone(),
             command.repo.clone(),
@@ -407,273 +495,222 @@ impl Runner {
             )
             .await;
         }
-        let dir = self
-            .config
-            .work_dir()
-            .join(format!("{}-{attempt}", command.build_id));
-        let tag = format!(
-            "{}:{}-{attempt}",
-            docker::image_repository(&self.config.name),
-            command.build_id
-        );
-        let started = Instant::now();
-        let limit = self.config.build_timeout;
-        let grace = self.config.shutdown_grace;
-        let last_image = docker::LastImage::default();
-        let ending = {
-            let work = self.attempt(&command, &dir, &tag, started, &mut log, &last_image);
-            // A cancel arrives on the subscription; it is looked for in the stream again after
-            // a reconnect and every third of the lease, since a core message sent while this
-            // runner was cut off (or before its interest reached the cluster) is not resent.
-            let canceled = async {
-                let mut connections = self.bus.connections();
-                connections.borrow_and_update();
-                let recheck = (self.config.lease / 3).max(Duration::from_secs(1));
-                loop {
-                    let heard = async {
-                        match cancel.as_mut() {
-                            Some(sub) => sub.next().await.is_some(),
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        heard = heard => if heard {
-                            return;
-                        } else {
-                            cancel = None;
-                        },
-                        Ok(()) = connections.changed() => {}
-                        () = tokio::time::sleep(recheck) => {}
-                    }
-                    if self.cancel_requested(&command).await {
-                        return;
-                    }
-                }
-            };
-            let handed_back = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(grace).await;
-            };
-            // Dropping the attempt closes the build request, and the engine stops the build and
-            // removes its container.
-            tokio::select! {
-                result = work => match result {
-                    Ok(status) => Ending::Finished(status, None),
-                    Err(Stop::Errored(why)) => Ending::Finished(BuildStatus::Errored, Some(why)),
-                    Err(Stop::Timeout(after)) => {
-                        Ending::Finished(BuildStatus::Errored, Some(format!("timeout after {after:?}")))
-                    }
-                },
-                () = canceled => Ending::Finished(BuildStatus::Canceled, None),
-                () = tokio::time::sleep_until(started + limit) => {
-                    Ending::Finished(BuildStatus::Errored, Some(format!("timeout after {limit:?}")))
-                }
-                () = handed_back => Ending::HandBack,
-            }
+        let attempt_of = AttemptOf {
+            command: &command,
+            attempt,
+            began: std::time::Instant::now(),
+            dir: self
+                .config
+                .work_dir()
+                .join(format!("{}-{attempt}", command.build_id)),
+            tag: format!(
+                "{}:{}-{attempt}",
+                docker::image_repository(&self.config.name),
+                command.build_id
+            ),
+            made: docker::Made::default(),
         };
-        if let Some(sub) = cancel.as_mut()
-            && let Err(e) = sub.unsubscribe().await
-        {
-            tracing::debug!(error = %e, "Unsubscribe failed.");
-        }
-        match &ending {
-            Ending::Finished(BuildStatus::Canceled, _) => {
-                log.line(LogStream::System, "--- Canceled ---").await
-            }
-            Ending::Finished(_, Some(why)) => {
-                log.line(LogStream::System, format!("Error: {why}")).await
-            }
-            Ending::Finished(..) => {}
-            Ending::HandBack => {
-                log.line(
-                    LogStream::System,
-                    format!(
-                        "--- Runner {} is shutting down; the build goes back to the queue ---",
-                        self.config.name
-                    ),
-                )
-                .await
-            }
-        }
-        let lost = log.finish(LogStream::System).await;
-        if lost > 0 {
-            tracing::warn!(lost, "Some log lines could not be stored.");
-        }
-        self.clean(&dir, &tag, &last_image).await;
-        match ending {
-            Ending::Finished(status, error) => {
-                // The API says `timeout`; the log has the details.
-                let error = error.map(|e| {
-                    if e.starts_with("timeout") {
-                        "timeout".to_owned()
-                    } else {
-                        e
+        let ending = self.race(&attempt_of, &mut log, &mut cancel).await;
+        cancel.close().await;
+        self.conclude(&msg, lease, &attempt_of, ending, log).await;
+    }
+
+    /// Decides what to do with the command ([`outcome::admit`]), from what the build stream says
+    /// of the build's attempts, and stores `build.started` of the attempt it starts, or the end
+    /// of a build it ends without running. Reads and publishes that fail are tried again until
+    /// the hard stop.
+    async fn admit(&self, command: &BuildCommand, cancel: &CancelWatch) -> Admitted {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let (started_seq, known) = match self.bounded(self.read_attempts(command)).await {
+                Some(Ok(read)) => read,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "Cannot read the build's attempts; retrying.");
+                    if !self.pause(&mut backoff).await {
+                        return Admitted::Undecided;
                     }
-                });
-                lease.cancel();
-                // A runner that was presumed dead (paused, cut off) and woke up must not ack the
-                // command from under the attempt that replaced it.
-                if let Some(current) = self.superseded_by(&command, attempt).await {
-                    tracing::warn!(
-                        current,
-                        "Attempt was superseded while this runner was away; dropping it."
-                    );
-                    return;
+                    continue;
                 }
-                self.finish(&command, attempt, status, error).await;
-                self.ack(&msg).await;
-                tracing::info!(status = status.as_str(), "Build finished.");
-            }
-            Ending::HandBack => {
-                lease.cancel();
-                if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
-                    tracing::warn!(error = %e, "Handing the build back failed; it returns when its lease runs out.");
+                None => return Admitted::Undecided,
+            };
+            let canceled = match cancel.requested().await {
+                Ok(canceled) => canceled,
+                Err(e) => {
+                    // The running build looks again, and listens meanwhile.
+                    tracing::warn!(error = %e, "Cannot look for a cancel request now.");
+                    false
                 }
-                // The nak is a plain publish: make sure it leaves before the process may exit.
-                if let Err(e) = self.bus.client.flush().await {
-                    tracing::warn!(error = %e, "Flushing the hand-back failed.");
+            };
+            match outcome::admit(known, canceled, self.config.max_attempts) {
+                Admission::Ended => {
+                    tracing::info!("The build has ended already; acking its command.");
+                    return Admitted::Settled;
                 }
-                tracing::info!("Build handed back.");
+                Admission::Cancel { attempt } => {
+                    tracing::Span::current().record("attempt", attempt);
+                    tracing::info!("Build was canceled before it started.");
+                    return self
+                        .settle(
+                            command,
+                            attempt,
+                            Finished {
+                                canceled_by: cancel.requested_by().await,
+                                ..Finished::with_status(BuildStatus::Canceled)
+                            },
+                        )
+                        .await;
+                }
+                Admission::GiveUp { attempt } => {
+                    tracing::Span::current().record("attempt", attempt);
+                    let why = Reason::GaveUp {
+                        attempts: self.config.max_attempts,
+                    };
+                    tracing::warn!(why = %why, "Giving the build up.");
+                    let end = Finished {
+                        error: Some(why.error()),
+                        ..Finished::with_status(why.status())
+                    };
+                    return self.settle(command, attempt, end).await;
+                }
+                Admission::Start { attempt } => {
+                    tracing::Span::current().record("attempt", attempt);
+                    match self.start(command, attempt, started_seq).await {
+                        Ok(()) => return Admitted::Run(attempt),
+                        Err(NotStarted::Conflict) => {
+                            tracing::info!(
+                                "Another attempt of the build started first; deciding again."
+                            );
+                        }
+                        Err(NotStarted::HardStop) => return Admitted::Undecided,
+                    }
+                }
             }
         }
     }
 
-    async fn ack(&self, msg: &jetstream::Message) {
-        if let Err(e) = msg.double_ack().await {
-            tracing::warn!(error = %e, "Acking the command failed; it may run again as a new attempt.");
-        }
+    /// The sequence of the build's last `build.started` and what the build stream says of its
+    /// attempts.
+    async fn read_attempts(
+        &self,
+        command: &BuildCommand,
+    ) -> Result<(Option<u64>, Ownership), BusError> {
+        let (repo, build) = (&command.repo, &command.build_id);
+        let started = self.bus.last_build_attempt(repo, build, "started").await?;
+        let finished = self.bus.last_build_attempt(repo, build, "finished").await?;
+        let known = Ownership::from_last(started.map(|(_, a)| a), finished.map(|(_, a)| a));
+        Ok((started.map(|(seq, _)| seq), known))
     }
 
-    async fn finish(
+    /// Stores `build.started` of `attempt`, provided the last `build.started` of the build is
+    /// still the one at `last`. A publish that failed is tried again until the hard stop; the
+    /// server checks the last sequence before its duplicate window, so a retry of a publish that
+    /// was stored after all is refused as a conflict, and the last start is then looked at: if it
+    /// is this runner's of this attempt, it is this one.
+    async fn start(
         &self,
         command: &BuildCommand,
         attempt: u32,
-        status: BuildStatus,
-        error: Option<String>,
-    ) {
-        self.publish_until_stored(&Envelope::new(
+        last: Option<u64>,
+    ) -> Result<(), NotStarted> {
+        let event = Envelope::new(
             command.build_id.clone(),
             command.repo.clone(),
             attempt,
             OffsetDateTime::now_utc(),
-            BuildEvent::Finished(Finished { status, error }),
-        ))
-        .await;
-    }
-
-    /// The attempt of the last stored `build.<event>` of this build, if there is one.
-    async fn last_attempt_of(&self, command: &BuildCommand, event: &str) -> Option<u32> {
-        let last = self
-            .bus
-            .last_build_event(&command.repo, &command.build_id, event)
-            .await;
-        last.ok().flatten().map(|e| e.attempt)
-    }
-
-    /// Whether the build has ended: an end is stored of its last started attempt or a newer one
-    /// (the scheduler's end of a queued build is attempt 0, and counts only if none started).
-    async fn has_ended(&self, command: &BuildCommand) -> bool {
-        let Some(ended) = self.last_attempt_of(command, "finished").await else {
-            return false;
-        };
-        ended >= self.last_attempt_of(command, "started").await.unwrap_or(0)
-    }
-
-    /// The newer attempt of this build that has started, if any.
-    async fn superseded_by(&self, command: &BuildCommand, attempt: u32) -> Option<u32> {
-        let started = self.last_attempt_of(command, "started").await?;
-        (started > attempt).then_some(started)
-    }
-
-    /// True when a cancel of the build is on the control stream.
-    async fn cancel_requested(&self, command: &BuildCommand) -> bool {
-        let Ok(stream) = self
-            .bus
-            .js
-            .get_stream_no_info(subjects::CONTROL_STREAM)
-            .await
-        else {
-            return false;
-        };
-        stream
-            .direct_get_last_for_subject(subjects::cancel(&command.build_id))
-            .await
-            .is_ok()
-    }
-
-    /// Renews the lease on `msg` until the returned token is cancelled: every third of the
-    /// lease, and at least every [`MAX_RENEWAL`], since the pool's consumer (and its ack wait) is
-    /// shared and a runner started later with a shorter `HERMES_LEASE` shortens it for all.
-    fn hold_lease(&self, msg: Arc<jetstream::Message>) -> CancellationToken {
-        let done = CancellationToken::new();
-        let stop = done.clone();
-        let every = (self.config.lease / 3).clamp(Duration::from_millis(200), MAX_RENEWAL);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(every) => {}
-                }
-                if let Err(e) = msg.ack_with(AckKind::Progress).await {
-                    tracing::warn!(error = %e, "Renewing the lease failed.");
-                }
-            }
-        });
-        done
-    }
-
-    async fn publish_until_stored(&self, event: &Envelope) {
-        let mut backoff = Duration::from_millis(100);
+            BuildEvent::Started(Started {
+                runner: self.config.name.clone(),
+            }),
+        );
+        let mut backoff = FIRST_BACKOFF;
+        // A try failed without saying whether the stream stored it.
+        let mut unsure = false;
         loop {
-            match self
-                .bus
-                .publish_json(event.subject(), &event.id, event)
-                .await
-            {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, event = %event.id, "Publishing a build event failed, retrying.");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            let published = self
+                .bounded(
+                    self.bus
+                        .publish_json_if_last(event.subject(), &event.id, &event, last),
+                )
+                .await;
+            match published {
+                Some(Ok(_)) => return Ok(()),
+                Some(Err(BusError::Conflict(_))) => {
+                    return if unsure && self.last_start_is(&event).await {
+                        Ok(())
+                    } else {
+                        Err(NotStarted::Conflict)
+                    };
                 }
+                Some(Err(e)) => {
+                    unsure = true;
+                    tracing::warn!(error = %e, event = %event.id, "Publishing a build event failed, retrying.");
+                }
+                None => return Err(NotStarted::HardStop),
+            }
+            if !self.pause(&mut backoff).await {
+                return Err(NotStarted::HardStop);
             }
         }
     }
 
-    /// Removes the attempt's image (its tag, or the last step it committed when it failed or was
-    /// stopped and so has no tag) and its work dir.
-    async fn clean(&self, dir: &Path, tag: &str, last_image: &docker::LastImage) {
-        if let Ok(docker) = bollard::Docker::connect_with_defaults() {
-            docker::remove_image(&docker, tag).await;
-            if let Some(id) = last_image.take() {
-                // In the background: the build's end need not wait for the engine's teardown.
-                let since = last_image.since();
-                let removal = tokio::spawn(async move {
-                    docker::remove_step_image(&docker, &id, since, Duration::from_secs(30)).await;
-                });
-                let mut cleanups = self.cleanups.lock().unwrap_or_else(|e| e.into_inner());
-                cleanups.retain(|h| !h.is_finished());
-                cleanups.push(removal);
+    /// Whether the build's last stored `build.started` is `event` (this runner's, of its attempt).
+    async fn last_start_is(&self, event: &Envelope) -> bool {
+        let last = self
+            .bounded(
+                self.bus
+                    .last_build_event(&event.repo, &event.build_id, "started"),
+            )
+            .await;
+        match last {
+            Some(Ok(Some((_, stored)))) => {
+                stored.attempt == event.attempt && stored.event == event.event
             }
-        }
-        if let Err(e) = tokio::fs::remove_dir_all(dir).await
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %dir.display(), error = %e, "Work dir not removed.");
+            _ => false,
         }
     }
 
-    /// Runs one attempt: checkout, `Hermes.yaml`, Docker build.
-    async fn attempt(
+    /// Ends a build the runner does not run, with `end` at `attempt`.
+    async fn settle(&self, command: &BuildCommand, attempt: u32, end: Finished) -> Admitted {
+        match self.finish(command, attempt, end).await {
+            Ok(()) => Admitted::Settled,
+            Err(HardStop) => Admitted::Undecided,
+        }
+    }
+
+    /// The race of the work against a cancel, the time limit and the hand-back (the hard stop);
+    /// whichever comes first ends the attempt. Dropping the work closes the build request, and
+    /// the engine stops the build and removes its container.
+    async fn race(
         &self,
-        command: &BuildCommand,
-        dir: &Path,
-        tag: &str,
+        of: &AttemptOf<'_>,
+        log: &mut LogSink,
+        cancel: &mut CancelWatch,
+    ) -> Ending {
+        let started = Instant::now();
+        let limit = self.config.build_timeout;
+        tokio::select! {
+            ending = self.work(of, started, log) => ending,
+            () = cancel.canceled() => Ending::Canceled,
+            () = tokio::time::sleep_until(started + limit) => Ending::Stopped(Reason::Timeout(limit)),
+            () = self.stops.hard.cancelled() => Ending::HandBack,
+        }
+    }
+
+    /// The work of one attempt: checkout, `Hermes.yaml`, Docker build.
+    async fn work(&self, of: &AttemptOf<'_>, started: Instant, log: &mut LogSink) -> Ending {
+        match self.try_work(of, started, log).await {
+            Ok(ending) => ending,
+            Err(reason) => Ending::Stopped(reason),
+        }
+    }
+
+    async fn try_work(
+        &self,
+        of: &AttemptOf<'_>,
         started: Instant,
         log: &mut LogSink,
-        last_image: &docker::LastImage,
-    ) -> Result<BuildStatus, Stop> {
-        let errored = Stop::Errored;
+    ) -> Result<Ending, Reason> {
+        let (command, dir) = (of.command, of.dir.as_path());
+        let errored = Reason::Errored;
         if !checkout::allowed(&command.clone_url, &self.config.clone_allow) {
             return Err(errored(
                 checkout::CheckoutError::NotAllowed(command.clone_url.clone()).to_string(),
@@ -699,6 +736,19 @@ impl Runner {
             format!("Pipeline {:?} version {}", pipeline.name, pipeline.version),
         )
         .await;
+        let configured = Envelope::new(
+            command.build_id.clone(),
+            command.repo.clone(),
+            of.attempt,
+            OffsetDateTime::now_utc(),
+            BuildEvent::Configured(Configured {
+                pipeline: pipeline.name.clone(),
+                pipeline_version: Some(pipeline.version.clone()),
+            }),
+        );
+        if self.publish_until_stored(&configured).await.is_err() {
+            tracing::warn!("The build's configuration was not stored before the runner stopped.");
+        }
         match pipeline.schema {
             pipeline::Schema::Docker => {}
         }
@@ -715,12 +765,309 @@ impl Runner {
             .await
             .map_err(errored)?;
         let context = docker::context_stream(dir.to_owned(), ignore);
-        let build = docker::build(&engine, context, tag, log, last_image);
+        let limits = self.config.limits();
+        let build = docker::build(&engine, context, &of.tag, limits, log, &of.made);
         match tokio::time::timeout_at(started + limit, build).await {
-            Err(_) => Err(Stop::Timeout(limit)),
-            Ok(BuildOutcome::Built) => Ok(BuildStatus::Succeeded),
-            Ok(BuildOutcome::StepFailed(_)) => Ok(BuildStatus::Failed),
+            Err(_) => Err(Reason::Timeout(limit)),
+            Ok(BuildOutcome::Built) => Ok(Ending::Succeeded),
+            Ok(BuildOutcome::StepFailed(_)) => Ok(Ending::Failed),
+            Ok(BuildOutcome::OutOfMemory) => Err(Reason::OutOfMemory {
+                limit: limits.memory,
+            }),
             Ok(BuildOutcome::EngineError(e)) => Err(errored(format!("Docker engine error: {e}"))),
+        }
+    }
+
+    /// The log's last lines, the cleanup, and then what [`outcome::conclude`] says: the end
+    /// stored and the command acked, or nothing (a newer attempt started, or that cannot be
+    /// learnt before the hard stop), or the command handed back.
+    async fn conclude(
+        &self,
+        msg: &jetstream::Message,
+        lease: Lease,
+        of: &AttemptOf<'_>,
+        ending: Ending,
+        mut log: LogSink,
+    ) {
+        match &ending {
+            Ending::Succeeded | Ending::Failed => {}
+            Ending::Canceled => log.line(LogStream::System, "--- Canceled ---").await,
+            Ending::Stopped(reason) => {
+                log.line(LogStream::System, format!("Error: {reason}"))
+                    .await
+            }
+            Ending::HandBack => {
+                log.line(
+                    LogStream::System,
+                    format!(
+                        "--- Runner {} is shutting down; the build goes back to the queue ---",
+                        self.config.name
+                    ),
+                )
+                .await
+            }
+        }
+        // The lines stored before `build.finished`: what a reader must have folded to have the
+        // attempt's whole log.
+        let log_lines = match self.bounded(log.finish(LogStream::System)).await {
+            Some(0) => Some(log.lines()),
+            Some(lost) => {
+                tracing::warn!(lost, "Some log lines could not be stored.");
+                Some(log.lines().saturating_sub(lost))
+            }
+            None => {
+                tracing::warn!("Stopped waiting for the log's last lines to be stored.");
+                None
+            }
+        };
+        self.clean(&of.dir, &of.tag, &of.made).await;
+        let known = match ending {
+            Ending::HandBack => None,
+            _ => self.attempts_until_known(of.command).await,
+        };
+        match outcome::conclude(&ending, of.attempt, known) {
+            Conclusion::HandBack => {
+                drop(lease);
+                self.hand_back(msg).await;
+                tracing::info!("Build handed back.");
+            }
+            Conclusion::Drop { current } => {
+                tracing::warn!(
+                    current,
+                    "Attempt was superseded while this runner was away; dropping it."
+                );
+            }
+            Conclusion::Leave => {
+                tracing::warn!(
+                    "Cannot learn whether a newer attempt of the build started (NATS is unreachable); \
+                     its end is not reported and its command is left to come back."
+                );
+            }
+            Conclusion::Finish { status, error } => {
+                let canceled_by = match status {
+                    BuildStatus::Canceled => {
+                        cancel::requested_by(&self.bus, &of.command.build_id).await
+                    }
+                    _ => None,
+                };
+                let end = Finished {
+                    error,
+                    log_lines,
+                    canceled_by,
+                    ..Finished::with_status(status)
+                };
+                if self.finish(of.command, of.attempt, end).await.is_err() {
+                    tracing::warn!(
+                        "The build's end was not stored before the runner stopped; its command is left to come back."
+                    );
+                    return;
+                }
+                drop(lease);
+                self.ack(msg).await;
+                finished_metrics(status, of.began.elapsed(), log_lines);
+                tracing::info!(status = status.as_str(), "Build finished.");
+            }
+        }
+    }
+
+    /// What the build stream says of the build's attempts, read again until it answers or the
+    /// hard stop (`None`): never assumed.
+    async fn attempts_until_known(&self, command: &BuildCommand) -> Option<Ownership> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.bounded(self.read_attempts(command)).await {
+                Some(Ok((_, known))) => return Some(known),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "Cannot read the build's attempts; retrying.");
+                }
+                None => return None,
+            }
+            if !self.pause(&mut backoff).await {
+                return None;
+            }
+        }
+    }
+
+    async fn ack(&self, msg: &jetstream::Message) {
+        if let Err(e) = msg.double_ack().await {
+            tracing::warn!(error = %e, "Acking the command failed; it may run again as a new attempt.");
+        }
+    }
+
+    /// Naks the command, so that another runner takes it at once.
+    async fn hand_back(&self, msg: &jetstream::Message) {
+        if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+            tracing::warn!(error = %e, "Handing the build back failed; it returns when its lease runs out.");
+        }
+        // The nak is a plain publish: make sure it leaves before the process may exit, if NATS
+        // is there to take it.
+        if self.bus.is_connected() {
+            match self
+                .bounded(tokio::time::timeout(
+                    Duration::from_secs(2),
+                    self.bus.flush(),
+                ))
+                .await
+            {
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => tracing::warn!(error = %e, "Flushing the hand-back failed."),
+                Some(Err(_)) | None => tracing::warn!("Flushing the hand-back timed out."),
+            }
+        }
+    }
+
+    /// Stores `build.finished` of `attempt`.
+    async fn finish(
+        &self,
+        command: &BuildCommand,
+        attempt: u32,
+        end: Finished,
+    ) -> Result<(), HardStop> {
+        self.publish_until_stored(&Envelope::new(
+            command.build_id.clone(),
+            command.repo.clone(),
+            attempt,
+            OffsetDateTime::now_utc(),
+            BuildEvent::Finished(end),
+        ))
+        .await
+    }
+
+    /// Publishes `event` until the stream stored it, retrying with backoff until the hard stop
+    /// (after which one try is still made, bounded by the exit stop).
+    async fn publish_until_stored(&self, event: &Envelope) -> Result<(), HardStop> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self
+                .bounded(self.bus.publish_json(event.subject(), &event.id, event))
+                .await
+            {
+                Some(Ok(_)) => return Ok(()),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, event = %event.id, "Publishing a build event failed, retrying.");
+                }
+                None => return Err(HardStop),
+            }
+            if !self.pause(&mut backoff).await {
+                return Err(HardStop);
+            }
+        }
+    }
+
+    /// Waits `backoff` (then doubles it, up to [`MAX_BACKOFF`]) before another try; false at the
+    /// hard stop, when no more tries are made.
+    async fn pause(&self, backoff: &mut Duration) -> bool {
+        if self.stops.hard.is_cancelled() {
+            return false;
+        }
+        tokio::select! {
+            () = self.stops.hard.cancelled() => false,
+            () = tokio::time::sleep(*backoff) => {
+                *backoff = (*backoff * 2).min(MAX_BACKOFF);
+                true
+            }
+        }
+    }
+
+    /// `fut`'s output, or `None` once the exit stop came first.
+    async fn bounded<F: Future>(&self, fut: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            out = fut => Some(out),
+            () = self.stops.exit.cancelled() => None,
+        }
+    }
+
+    /// Removes the attempt's image (its tag, or the last step it committed when it failed or was
+    /// stopped and so has no tag) and its work dir.
+    async fn clean(&self, dir: &Path, tag: &str, made: &docker::Made) {
+        if let Ok(docker) = bollard::Docker::connect_with_defaults() {
+            docker::remove_image(&docker, tag).await;
+            if let Some(id) = made.take() {
+                // In the background: the build's end need not wait for the engine's teardown.
+                let since = made.since();
+                let removal = tokio::spawn(
+                    async move {
+                        docker::remove_step_image(&docker, &id, since, Duration::from_secs(30))
+                            .await;
+                    }
+                    .instrument(tracing::Span::current()),
+                );
+                let mut cleanups = self.cleanups.lock().unwrap_or_else(|e| e.into_inner());
+                cleanups.retain(|h| !h.is_finished());
+                cleanups.push(removal);
+            }
+        }
+        if let Err(e) = tokio::fs::remove_dir_all(dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "Work dir not removed.");
+        }
+    }
+}
+
+/// One attempt of a build, as the race and the conclusion need it.
+/// Counts a build that ended here: `hermes_builds_finished_total{status}`, its time in
+/// `hermes_build_duration_seconds`, its lines in `hermes_log_lines_total`.
+fn finished_metrics(status: BuildStatus, took: std::time::Duration, lines: Option<u64>) {
+    use hermes_telemetry::metrics::{counter, counter_with, histogram};
+    counter_with(
+        "hermes_builds_finished",
+        "Builds this runner ended, by final status",
+        "status",
+        status.as_str(),
+    )
+    .inc();
+    histogram(
+        "hermes_build_duration_seconds",
+        "Time of the builds this runner ended, from the start of their attempt",
+        &[
+            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+        ],
+    )
+    .observe(took.as_secs_f64());
+    counter(
+        "hermes_log_lines",
+        "Log lines of the builds this runner ended, stored on the log stream",
+    )
+    .inc_by(lines.unwrap_or(0));
+}
+
+struct AttemptOf<'a> {
+    command: &'a BuildCommand,
+    attempt: u32,
+    /// When it began, for the build duration histogram.
+    began: std::time::Instant,
+    /// Its work dir.
+    dir: PathBuf,
+    /// The tag of the image it builds.
+    tag: String,
+    made: docker::Made,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn runner_names_that_could_walk_a_path_are_refused() {
+        let longest = "a".repeat(64);
+        for ok in [
+            "runner-a",
+            "Runner.A",
+            "ci_7",
+            "9",
+            "host.example.com",
+            &longest,
+        ] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        let too_long = "a".repeat(65);
+        for bad in [
+            "", ".", "..", ".hidden", "-a", "_a", "a/b", "../x", "a b", "a\0b", "é", &too_long,
+        ] {
+            let e = check_name(bad).expect_err(bad).to_string();
+            assert!(e.contains("HERMES_RUNNER_NAME"), "{e}");
         }
     }
 }

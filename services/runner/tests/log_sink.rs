@@ -57,7 +57,11 @@ async fn many_sinks_on_one_connection_store_every_line() {
     }
 
     // Every line is on the stream once, numbered 1..=LINES per build, in order.
-    let stream = bus.js.get_stream("HERMES_LOGS").await.expect("stream");
+    let stream = bus
+        .raw_jetstream()
+        .get_stream("HERMES_LOGS")
+        .await
+        .expect("stream");
     let mut messages = stream
         .create_consumer(OrderedConfig::default())
         .await

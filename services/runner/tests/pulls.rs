@@ -13,11 +13,20 @@ use hermes_schemas::subjects::{DEFAULT_POOL, JOBS_STREAM};
 use tokio_util::sync::CancellationToken;
 
 async fn waiting_requests(bus: &Bus) -> usize {
-    let stream = bus.js.get_stream(JOBS_STREAM).await.expect("jobs stream");
-    let mut consumer: hermes_nats::jetstream::consumer::PullConsumer = stream
-        .get_consumer(&runner_consumer(DEFAULT_POOL))
+    let stream = bus
+        .raw_jetstream()
+        .get_stream(JOBS_STREAM)
         .await
-        .expect("the runners' consumer");
+        .expect("jobs stream");
+    // The runners' consumer is made by the first runner that starts.
+    let Ok(mut consumer) = stream
+        .get_consumer::<hermes_nats::jetstream::consumer::pull::Config>(&runner_consumer(
+            DEFAULT_POOL,
+        ))
+        .await
+    else {
+        return 0;
+    };
     consumer.info().await.expect("consumer info").num_waiting
 }
 

@@ -1,7 +1,15 @@
-//! The scheduler: turns recorded deliveries into builds.
+//! The scheduler: turns recorded deliveries into builds, and carries out the control requests
+//! (cancel, restart, approve) that no runner can.
 //!
-//! For each delivery on `HERMES_WEBHOOKS` it decides whether to build ([`hermes_schemas::github`]),
-//! gives the build its per-repository number, and publishes `build.queued` and the build command.
+//! For each delivery on `HERMES_WEBHOOKS` it decides whether to build ([`decide`], pure), gives
+//! the build its per-repository number, and publishes `build.queued` and, unless the build waits
+//! for approval, the build command.
+//!
+//! # Layout
+//!
+//! - [`decide`]: what a delivery or a control request leads to, as pure functions with
+//!   given/when/then tests.
+//! - this file: the consumers, the key-value records, publishing.
 //!
 //! # Invariants
 //!
@@ -9,56 +17,112 @@
 //!   given to a build id is stored before anything is published, so handling a delivery again
 //!   (after a crash, or a redelivery by GitHub) publishes the same facts with the same ids.
 //! - A delivery is acked only after both the event and the command are stored.
+//! - **A build that waits for approval gets no command** until a `build.approved` is stored, and
+//!   none after it ended (a cancel of the waiting build wins).
+//! - Every log line about a message carries that message's span (`delivery` or `control`), and
+//!   a line about a build names that build only: spans are attached with `.instrument`, never
+//!   entered across an `.await`.
+
+pub mod decide;
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use hermes_nats::jetstream::{self, AckKind, kv};
 use hermes_nats::{Bus, BusError, definitions};
-use hermes_schemas::commands::RestartBuild;
-use hermes_schemas::events::{BuildEvent, BuildStatus, Finished, Queued};
-use hermes_schemas::github::Decision;
-use hermes_schemas::{BuildCommand, BuildId, Envelope, RepoName, subjects, webhook as wh};
+use hermes_schemas::attempt::Ownership;
+use hermes_schemas::commands::{ApproveBuild, CancelBuild, RestartBuild};
+use hermes_schemas::events::{Approved, BuildEvent, BuildStatus, Finished, Queued};
+use hermes_schemas::github::ForkPolicy;
+use hermes_schemas::{BuildId, Envelope, RepoName, subjects, webhook as wh};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::decide::{Control, DeliveryPlan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
     #[error(transparent)]
     Bus(#[from] BusError),
-    #[error("NATS: {0}")]
-    Nats(String),
+    #[error("the scheduler's records: {0}")]
+    Records(String),
 }
 
-fn nats<E: std::fmt::Display>(e: E) -> SchedulerError {
-    SchedulerError::Nats(e.to_string())
+fn records<E: std::fmt::Display>(e: E) -> SchedulerError {
+    SchedulerError::Records(e.to_string())
+}
+
+/// What the scheduler needs to know.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// The runner pool build commands go to.
+    pub pool: String,
+    /// What to do with pull requests from forks.
+    pub fork_policy: ForkPolicy,
+}
+
+impl SchedulerConfig {
+    pub fn new(pool: impl Into<String>) -> Self {
+        Self {
+            pool: pool.into(),
+            fork_policy: ForkPolicy::default(),
+        }
+    }
 }
 
 /// What the scheduler stores of each build (key `build.<id>`): enough to republish its
-/// `build.queued` and command, and to restart it.
+/// `build.queued` and command, to restart it, and to tell whether it waits for approval.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct BuildRecord {
-    repo: RepoName,
-    queued: Queued,
-    /// Set once `build.queued` and the command are stored. A delivery handled again after that
-    /// (GitHub's "Redeliver" keeps the delivery id, and may come after the streams' 10-minute
-    /// duplicate window) publishes nothing: the command would otherwise run the build again.
+pub struct BuildRecord {
+    pub repo: RepoName,
+    /// As queued; a record written before `build.queued` version 2 is read and upcast.
+    #[serde(deserialize_with = "queued_of_any_version")]
+    pub queued: Queued,
+    /// Set once `build.queued` (and the command, unless the build waits for approval) are
+    /// stored. A delivery handled again after that (GitHub's "Redeliver" keeps the delivery id,
+    /// and may come after the streams' 10-minute duplicate window) publishes nothing: the command
+    /// would otherwise run the build again.
     #[serde(default)]
-    scheduled: bool,
+    pub scheduled: bool,
+    /// Set once an approval of a build that waited for one sent its command.
+    #[serde(default)]
+    pub approved: bool,
+}
+
+/// A record's `queued`: version 2, or version 1 (records of builds queued before 2026-12).
+fn queued_of_any_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Queued, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    if value.get("private").is_some() {
+        serde_json::from_value(value).map_err(serde::de::Error::custom)
+    } else {
+        serde_json::from_value::<hermes_schemas::events::v1::Queued>(value)
+            .map(Queued::from)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl BuildRecord {
+    /// Whether the build still waits for approval.
+    pub fn waits_for_approval(&self) -> bool {
+        self.queued.approval.is_some() && !self.approved
+    }
 }
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(
     bus: Bus,
-    pool: String,
+    config: SchedulerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), SchedulerError> {
-    let store = bus
-        .js
-        .get_key_value(definitions::SCHEDULER_BUCKET)
-        .await
-        .map_err(nats)?;
-    let scheduler = Scheduler { bus, store, pool };
-    tracing::info!("Scheduler started.");
+    let store = bus.key_value(definitions::SCHEDULER_BUCKET).await?;
+    tracing::info!(
+        pool = %config.pool,
+        fork_pull_requests = config.fork_policy.as_str(),
+        "Scheduler started."
+    );
+    let scheduler = Scheduler { bus, store, config };
     let deliveries = scheduler.bus.consume(
         subjects::WEBHOOKS_STREAM,
         definitions::SCHEDULER_CONSUMER,
@@ -75,13 +139,13 @@ pub async fn run(
     // half deaf.
     tokio::try_join!(deliveries, control)
         .map(|_| ())
-        .map_err(nats)
+        .map_err(SchedulerError::Bus)
 }
 
 struct Scheduler {
     bus: Bus,
     store: kv::Store,
-    pool: String,
+    config: SchedulerConfig,
 }
 
 /// How handling a message ended, for its ack.
@@ -124,60 +188,72 @@ impl Scheduler {
         let (event, delivery, hook) =
             (header(wh::EVENT), header(wh::DELIVERY), header(wh::HOOK_ID));
         let key = wh::delivery_key(&hook, &delivery);
-        let span = tracing::info_span!("delivery", %key, event = %event, seq);
-        let _guard = span.enter();
-        let outcome = match hermes_schemas::github::decide(&event, &msg.payload) {
-            Ok(Decision::Skip(why)) => {
-                tracing::debug!(why, "Delivery builds nothing.");
-                Outcome::Done
-            }
-            Ok(Decision::Build(req)) => {
-                let queued = Queued {
-                    number: 0,
-                    trigger: req.trigger,
-                    git_ref: req.git_ref,
-                    commit: req.commit,
-                    clone_url: req.clone_url,
-                    pull_request: req.pull_request,
-                    delivery: Some(key.clone()),
-                    restarted_from: None,
+        let span = tracing::info_span!("delivery", delivery = %key, event = %event, seq);
+        async {
+            let outcome =
+                match decide::delivery(&event, &key, &msg.payload, self.config.fork_policy) {
+                    Ok(DeliveryPlan::Nothing(why)) => {
+                        tracing::debug!(why, "Delivery builds nothing.");
+                        Outcome::Done
+                    }
+                    Ok(DeliveryPlan::Refused(why)) => {
+                        tracing::info!(why, "Delivery builds nothing.");
+                        Outcome::Done
+                    }
+                    Ok(DeliveryPlan::Build { id, repo, queued }) => {
+                        let span = tracing::info_span!("build", build = %id);
+                        match self.schedule(id, repo, queued).instrument(span).await {
+                            Ok(()) => Outcome::Done,
+                            Err(e) => Outcome::Retry(e),
+                        }
+                    }
+                    // The gateway refuses these, so this is a delivery recorded by something else.
+                    Err(why) => Outcome::Poison(why),
                 };
-                match self
-                    .schedule(BuildId::for_delivery(&key), req.repo, queued)
-                    .await
-                {
-                    Ok(()) => Outcome::Done,
-                    Err(e) => Outcome::Retry(e),
-                }
-            }
-            // The gateway refuses these, so this is a delivery recorded by something else.
-            Err(e) => Outcome::Poison(e.to_string()),
-        };
-        settle(&msg, outcome).await;
+            settle(&msg, outcome).await;
+        }
+        .instrument(span)
+        .await;
     }
 
     async fn handle_control(&self, msg: jetstream::Message) {
         let subject = msg.subject.to_string();
-        let span = tracing::info_span!("control", %subject);
-        let _guard = span.enter();
-        let outcome = match subject.rsplitn(3, '.').collect::<Vec<_>>().as_slice() {
-            [id, "cancel", ..] => match BuildId::parse(id) {
-                Ok(id) => self.cancel(&id).await,
-                Err(e) => Outcome::Poison(e.to_string()),
-            },
-            [_, "restart", ..] => match serde_json::from_slice::<RestartBuild>(&msg.payload) {
-                Ok(r) => self.restart(&r).await,
-                Err(e) => Outcome::Poison(format!("restart command: {e}")),
-            },
-            _ => Outcome::Poison(format!("unknown control subject {subject}")),
+        let control = decide::control(&subject, &msg.payload);
+        let build = match &control {
+            Ok(Control::Cancel(c)) => c.build_id.to_string(),
+            Ok(Control::Restart(r)) => r.build_id.to_string(),
+            Ok(Control::Approve(a)) => a.build_id.to_string(),
+            Err(_) => String::new(),
         };
-        settle(&msg, outcome).await;
+        let span = tracing::info_span!("control", %subject, build);
+        async {
+            let outcome = match control {
+                Ok(Control::Cancel(c)) => self.cancel(&c).await,
+                Ok(Control::Restart(r)) => self.restart(&r).await,
+                Ok(Control::Approve(a)) => self.approve(&a).await,
+                Err(why) => Outcome::Poison(why),
+            };
+            settle(&msg, outcome).await;
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// Where a build stands, from its last stored `build.started` and `build.finished`.
+    async fn ownership(&self, repo: &RepoName, id: &BuildId) -> Result<Ownership, SchedulerError> {
+        let started = self.bus.last_build_event(repo, id, "started").await?;
+        let finished = self.bus.last_build_event(repo, id, "finished").await?;
+        Ok(Ownership::from_last(
+            started.map(|(_, e)| e.attempt),
+            finished.map(|(_, e)| e.attempt),
+        ))
     }
 
     /// Ends a build that no runner holds. A runner that holds it hears the same command and ends
     /// its attempt; the fold lets only the current attempt's end count, so either way the build
     /// ends once.
-    async fn cancel(&self, id: &BuildId) -> Outcome {
+    async fn cancel(&self, c: &CancelBuild) -> Outcome {
+        let id = &c.build_id;
         let record = match self.record(id).await {
             Ok(Some(r)) => r,
             Ok(None) => return Outcome::Poison(format!("cancel of unknown build {id}")),
@@ -189,8 +265,8 @@ impl Scheduler {
             0,
             OffsetDateTime::now_utc(),
             BuildEvent::Finished(Finished {
-                status: BuildStatus::Canceled,
-                error: None,
+                canceled_by: c.by.clone(),
+                ..Finished::with_status(BuildStatus::Canceled)
             }),
         );
         match self
@@ -199,7 +275,7 @@ impl Scheduler {
             .await
         {
             Ok(_) => {
-                tracing::info!(build = %id, "Cancel recorded.");
+                tracing::info!("Cancel recorded.");
                 Outcome::Done
             }
             Err(e) => Outcome::Retry(e.into()),
@@ -212,15 +288,71 @@ impl Scheduler {
             Ok(None) => return Outcome::Poison(format!("restart of unknown build {}", r.build_id)),
             Err(e) => return Outcome::Retry(e),
         };
-        let queued = Queued {
-            number: 0,
-            delivery: None,
-            restarted_from: Some(r.build_id.clone()),
-            ..record.queued
-        };
-        let id = BuildId::for_restart(&r.build_id, &r.request_id);
-        match self.schedule(id, record.repo, queued).await {
+        let (id, queued) = decide::restart(r, record.queued);
+        let span = tracing::info_span!("build", build = %id);
+        match self
+            .schedule(id, record.repo, queued)
+            .instrument(span)
+            .await
+        {
             Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Retry(e),
+        }
+    }
+
+    /// Lets a build that waits for approval run: `build.approved`, then its command.
+    async fn approve(&self, a: &ApproveBuild) -> Outcome {
+        let id = &a.build_id;
+        let record = match self.record(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Outcome::Poison(format!("approval of unknown build {id}")),
+            Err(e) => return Outcome::Retry(e),
+        };
+        if !record.waits_for_approval() {
+            tracing::info!("The build does not wait for approval; nothing to do.");
+            return Outcome::Done;
+        }
+        match self.ownership(&record.repo, id).await {
+            Ok(o) if o.ended => {
+                tracing::info!("The build ended before it was approved; it does not run.");
+                return Outcome::Done;
+            }
+            Ok(_) => {}
+            Err(e) => return Outcome::Retry(e),
+        }
+        let approved = Envelope::new(
+            id.clone(),
+            record.repo.clone(),
+            0,
+            OffsetDateTime::now_utc(),
+            BuildEvent::Approved(Approved { by: a.by.clone() }),
+        );
+        let command = decide::command(id, &record.repo, &record.queued);
+        let sent = async {
+            self.bus
+                .publish_json(approved.subject(), &approved.id, &approved)
+                .await?;
+            self.bus
+                .publish_json(
+                    subjects::build_command(&self.config.pool),
+                    &command.id(),
+                    &command,
+                )
+                .await?;
+            self.put_record(
+                id,
+                &BuildRecord {
+                    approved: true,
+                    ..record.clone()
+                },
+            )
+            .await
+        };
+        match sent.await {
+            Ok(()) => {
+                tracing::info!(by = %a.by, "Build approved.");
+                Outcome::Done
+            }
             Err(e) => Outcome::Retry(e),
         }
     }
@@ -230,14 +362,24 @@ impl Scheduler {
             .store
             .get(definitions::build_key(id))
             .await
-            .map_err(nats)?
+            .map_err(records)?
         {
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(nats),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(records),
             None => Ok(None),
         }
     }
 
-    /// Numbers the build (once), then publishes `build.queued` and the build command.
+    async fn put_record(&self, id: &BuildId, record: &BuildRecord) -> Result<(), SchedulerError> {
+        let value = serde_json::to_vec(record).map_err(records)?;
+        self.store
+            .put(definitions::build_key(id), value.into())
+            .await
+            .map_err(records)?;
+        Ok(())
+    }
+
+    /// Numbers the build (once), then publishes `build.queued` and, unless it waits for
+    /// approval, the build command.
     async fn schedule(
         &self,
         build_id: BuildId,
@@ -246,7 +388,7 @@ impl Scheduler {
     ) -> Result<(), SchedulerError> {
         let record = match self.record(&build_id).await? {
             Some(r) if r.scheduled => {
-                tracing::info!(build = %build_id, "Build was scheduled before; nothing to do.");
+                tracing::info!("Build was scheduled before; nothing to do.");
                 return Ok(());
             }
             Some(r) => r,
@@ -256,8 +398,9 @@ impl Scheduler {
                     repo,
                     queued: Queued { number, ..queued },
                     scheduled: false,
+                    approved: false,
                 };
-                let value = serde_json::to_vec(&record).map_err(nats)?;
+                let value = serde_json::to_vec(&record).map_err(records)?;
                 match self
                     .store
                     .create(definitions::build_key(&build_id), value.into())
@@ -268,45 +411,39 @@ impl Scheduler {
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => self
                         .record(&build_id)
                         .await?
-                        .ok_or_else(|| SchedulerError::Nats("build record vanished".into()))?,
-                    Err(e) => return Err(nats(e)),
+                        .ok_or_else(|| records("build record vanished"))?,
+                    Err(e) => return Err(records(e)),
                 }
             }
         };
-        let key = definitions::build_key(&build_id);
-        let done = serde_json::to_vec(&BuildRecord {
-            scheduled: true,
-            ..record.clone()
-        })
-        .map_err(nats)?;
-        let BuildRecord { repo, queued, .. } = record;
-        let number = queued.number;
-        let command = BuildCommand::new(
-            build_id.clone(),
-            repo.clone(),
-            number,
-            queued.trigger,
-            queued.git_ref.clone(),
-            queued.commit.clone(),
-            queued.clone_url.clone(),
-        );
-        let event = Envelope::new(
-            build_id.clone(),
-            repo,
-            0,
-            OffsetDateTime::now_utc(),
-            BuildEvent::Queued(queued),
-        );
+        let (event, command) = decide::queued_facts(&build_id, &record, OffsetDateTime::now_utc());
         self.bus
             .publish_json(event.subject(), &event.id, &event)
             .await?;
-        self.bus
-            .publish_json(subjects::build_command(&self.pool), &command.id(), &command)
-            .await?;
+        if let Some(command) = &command {
+            self.bus
+                .publish_json(
+                    subjects::build_command(&self.config.pool),
+                    &command.id(),
+                    command,
+                )
+                .await?;
+        }
         // Were this lost (a crash), the delivery comes back within its ack wait, well inside
         // the duplicate window, and publishing again stores nothing new.
-        self.store.put(key, done.into()).await.map_err(nats)?;
-        tracing::info!(build = %build_id, number, "Build queued.");
+        self.put_record(
+            &build_id,
+            &BuildRecord {
+                scheduled: true,
+                ..record.clone()
+            },
+        )
+        .await?;
+        let number = record.queued.number;
+        match &record.queued.approval {
+            Some(why) => tracing::info!(number, why, "Build queued; it waits for approval."),
+            None => tracing::info!(number, "Build queued."),
+        }
         Ok(())
     }
 
@@ -314,14 +451,14 @@ impl Scheduler {
     async fn next_number(&self, repo: &RepoName) -> Result<u64, SchedulerError> {
         let key = format!("repo.{}", repo.subject_token().replace('%', "="));
         loop {
-            match self.store.entry(&key).await.map_err(nats)? {
+            match self.store.entry(&key).await.map_err(records)? {
                 None => match self.store.create(&key, "1".into()).await {
                     Ok(_) => return Ok(1),
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(nats(e)),
+                    Err(e) => return Err(records(e)),
                 },
                 Some(entry) => {
-                    let next = parse_number(&entry.value)? + 1;
+                    let next = decide::parse_number(&entry.value).map_err(records)? + 1;
                     match self
                         .store
                         .update(&key, next.to_string().into(), entry.revision)
@@ -329,17 +466,10 @@ impl Scheduler {
                     {
                         Ok(_) => return Ok(next),
                         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                        Err(e) => return Err(nats(e)),
+                        Err(e) => return Err(records(e)),
                     }
                 }
             }
         }
     }
-}
-
-fn parse_number(v: &[u8]) -> Result<u64, SchedulerError> {
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| SchedulerError::Nats(format!("stored build number {v:?} is not a number")))
 }

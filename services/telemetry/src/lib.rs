@@ -1,5 +1,13 @@
-//! Logging of the `hermes` and `hermes-bench` binaries: `tracing` to stderr with an `RUST_LOG`
-//! filter, as text or JSON lines.
+//! Logging and metrics of the `hermes` and `hermes-bench` binaries: `tracing` to stderr with an
+//! `RUST_LOG` filter, as text or JSON lines; one Prometheus registry per process ([`metrics`]).
+//!
+//! # Layout
+//!
+//! - [`init`] sets up logging.
+//! - [`metrics`] holds the registry services register their metrics into, encoded for
+//!   `GET /metrics`.
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 
@@ -13,14 +21,30 @@ use tracing_subscriber::EnvFilter;
 /// alternating).
 const LINES_BUFFERED: usize = 8_192;
 
+/// The filter for `wanted` (`RUST_LOG`, or the default): the NATS client library's own lines are
+/// kept to warnings and errors unless the filter names it. Hermes logs the connection's events
+/// itself, once each, with what they mean (and not the disconnection of a shutdown it asked for),
+/// where the library would log every event at `info`, a clean shutdown's as a "client error".
+pub fn filter_directives(wanted: &str) -> String {
+    if wanted.contains("async_nats") {
+        wanted.to_owned()
+    } else {
+        format!("{wanted},async_nats=warn")
+    }
+}
+
 /// Sets up logging to stderr, filtered by `RUST_LOG` or else `default_filter`; JSON lines when
 /// `json`. Lines are written by a thread of their own, so that a request handler's log line costs
 /// it no system call; none is dropped (a full buffer makes the logging task wait). Keep the guard
 /// until the process ends: dropping it writes out what is left.
 #[must_use = "dropping the guard stops the log writer"]
 pub fn init(default_filter: &str, json: bool) -> WorkerGuard {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let wanted = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| !f.trim().is_empty())
+        .unwrap_or_else(|| default_filter.to_owned());
+    let filter = EnvFilter::try_new(filter_directives(&wanted))
+        .unwrap_or_else(|_| EnvFilter::new(filter_directives(default_filter)));
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(LINES_BUFFERED)
@@ -32,7 +56,15 @@ pub fn init(default_filter: &str, json: bool) -> WorkerGuard {
         .with_writer(writer);
     // A second init (in tests) keeps the first subscriber, which is what is wanted.
     if json {
-        builder.json().try_init().ok();
+        // Each line carries its span and the spans it is in, with their fields: a line logged
+        // while a build is handled names that build (`spans[].build`), which is how a reader
+        // tells one build's lines from another's.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init()
+            .ok();
     } else {
         builder.try_init().ok();
     }

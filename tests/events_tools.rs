@@ -11,39 +11,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
-/// Runs `hermes events <args>` against `nats`; returns (exit code, stdout, stderr).
-fn events(nats: &str, args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
-    let mut child = Command::new(hermes_bin())
-        .arg("events")
-        .args(args)
-        .env("NATS_URL", nats)
-        .env("RUST_LOG", "warn")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("hermes events");
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input)
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("output");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn build(hermes: &Hermes, dockerfile: &str, delivery: &str) -> (String, Repo) {
     let repo = Repo::new(&[("Hermes.yaml", HERMES_YAML), ("Dockerfile", dockerfile)]);
     let r = hermes.deliver("push", delivery, &push_for(&repo));
@@ -97,7 +64,7 @@ fn audit_tail_replay_export_and_import_work_on_a_real_installation() {
     });
 
     // Audit: the delivery, the decision, the request, the attempt, the lines, the end.
-    let (code, out, err) = events(&nats.url(), &["audit", &long], None);
+    let (code, out, err) = hermes_events(&nats.url(), &["audit", &long], None);
     assert_eq!(code, 0, "{err}");
     for want in [
         "Delivery: d-ev-3 (push event",
@@ -109,7 +76,7 @@ fn audit_tail_replay_export_and_import_work_on_a_real_installation() {
     ] {
         assert!(out.contains(want), "{want:?} in\n{out}");
     }
-    let (code, out, _) = events(&nats.url(), &["audit", &bad, "--json"], None);
+    let (code, out, _) = hermes_events(&nats.url(), &["audit", &bad, "--json"], None);
     assert_eq!(code, 0);
     let report: Value = serde_json::from_str(&out).expect("one JSON object");
     assert_eq!(report["final"]["status"], "failed");
@@ -120,7 +87,7 @@ fn audit_tail_replay_export_and_import_work_on_a_real_installation() {
             .is_some_and(|n| n > 3)
     );
     assert_eq!(report["delivery"]["delivery"], "d-ev-2");
-    let (code, _, err) = events(&nats.url(), &["audit", "0123456789"], None);
+    let (code, _, err) = hermes_events(&nats.url(), &["audit", "0123456789"], None);
     assert_ne!(code, 0);
     assert!(err.contains("no build with id 0123456789"), "{err}");
 
@@ -166,7 +133,7 @@ fn audit_tail_replay_export_and_import_work_on_a_real_installation() {
     assert!(types.iter().any(|t| t == "build.finished"), "{types:?}");
 
     // Replay: identical to what Hermes serves.
-    let (code, out, err) = events(
+    let (code, out, err) = hermes_events(
         &nats.url(),
         &[
             "replay",
@@ -185,7 +152,7 @@ fn audit_tail_replay_export_and_import_work_on_a_real_installation() {
     );
 
     // Export, and import into an empty installation: the same answers there.
-    let (code, export, err) = events(&nats.url(), &["export"], None);
+    let (code, export, err) = hermes_events(&nats.url(), &["export"], None);
     assert_eq!(code, 0, "{err}");
     assert!(export.lines().count() > 10);
     let elsewhere = Nats::start();
@@ -199,9 +166,9 @@ fn audit_tail_replay_export_and_import_work_on_a_real_installation() {
         .expect("connected, with the definitions")
     });
     drop(bus);
-    let (code, _, err) = events(&elsewhere.url(), &["import"], Some(export.as_bytes()));
+    let (code, _, err) = hermes_events(&elsewhere.url(), &["import"], Some(export.as_bytes()));
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = events(&elsewhere.url(), &["import"], Some(export.as_bytes()));
+    let (code, _, err) = hermes_events(&elsewhere.url(), &["import"], Some(export.as_bytes()));
     assert_ne!(
         code, 0,
         "a second import into a non-empty installation is refused"
@@ -227,7 +194,7 @@ fn audit_tail_replay_export_and_import_work_on_a_real_installation() {
     }
 
     // Replay against another installation's API: the differences are told, exit 1.
-    let (code, out, _) = events(
+    let (code, out, _) = hermes_events(
         &elsewhere.url(),
         &[
             "replay",
@@ -249,7 +216,7 @@ fn audit_tail_replay_export_and_import_work_on_a_real_installation() {
             .await
             .expect("an installation without builds")
     });
-    let (code, out, _) = events(
+    let (code, out, _) = hermes_events(
         &empty.url(),
         &[
             "replay",

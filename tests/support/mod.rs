@@ -28,6 +28,13 @@ pub fn fixtures() -> PathBuf {
         })
 }
 
+/// A file or folder of the repository, by its path from the repository's root.
+pub fn repository_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+}
+
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = fixtures().join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
@@ -680,4 +687,37 @@ impl Drop for Hermes {
             c.wait().ok();
         }
     }
+}
+
+/// Runs `hermes events <args>` against `nats`; returns (exit code, stdout, stderr).
+pub fn hermes_events(nats: &str, args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+    let mut child = Command::new(hermes_bin())
+        .arg("events")
+        .args(args)
+        .env("NATS_URL", nats)
+        .env("RUST_LOG", "warn")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hermes events");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

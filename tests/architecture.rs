@@ -35,7 +35,9 @@ fn members() -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-/// **Each external dependency has one home.**
+/// **Each external dependency has one home** among Hermes's own crates. The programs under
+/// `examples/` stand for programs outside Hermes (they use NATS as any consumer would), so the
+/// rule is not theirs.
 #[test]
 fn each_engine_dependency_has_one_home() {
     let homes: &[(&str, &[&str])] = &[
@@ -52,7 +54,7 @@ fn each_engine_dependency_has_one_home() {
     let members = members();
     assert!(members.len() >= 7, "{members:?}");
     for (dep, allowed) in homes {
-        for (member, deps) in &members {
+        for (member, deps) in members.iter().filter(|(m, _)| !m.starts_with("examples/")) {
             if deps.iter().any(|d| d == dep) {
                 assert!(
                     allowed.contains(&member.as_str()),

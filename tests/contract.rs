@@ -1,7 +1,7 @@
 //! The published contract holds: real builds (succeeded, failed, errored, canceled, and one whose
 //! runner died so that a second attempt finished it) publish on every Hermes stream only messages
 //! that validate against their JSON Schema in `schemas/json/` (validated by the `jsonschema`
-//! crate, formats included).
+//! crate, formats included), and none of them holds a secret.
 
 mod support;
 
@@ -144,6 +144,10 @@ fn every_message_real_builds_publish_validates_against_its_schema() {
     // Every message of every stream, as `hermes events export` reads them.
     let (code, export, err) = hermes_events(&nats.url(), &["export"], None);
     assert_eq!(code, 0, "{err}");
+    // No secret is in any message of any stream: not the webhook secret, not the API token.
+    for secret in [SECRET, API_TOKEN] {
+        assert!(!export.contains(secret), "{secret:?} is in a message");
+    }
     let validators: BTreeMap<&str, jsonschema::Validator> = [
         "build-event.schema.json",
         "log-line.schema.json",

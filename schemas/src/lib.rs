@@ -9,6 +9,7 @@
 //! - [`commands`]: what runners are asked to do (the work queue).
 //! - [`webhook`]: the headers under which a GitHub delivery is recorded.
 //! - [`github`]: the few fields of GitHub payloads that decide whether and what to build.
+//! - [`http`]: the HTTP API's error answer.
 //! - [`json_schema`]: the JSON Schema documents generated from these types.
 //!
 //! # Invariants
@@ -22,6 +23,7 @@ pub mod attempt;
 pub mod commands;
 pub mod events;
 pub mod github;
+pub mod http;
 pub mod ids;
 pub mod json_schema;
 pub mod subjects;

@@ -51,6 +51,20 @@ fn redirect(to: &str) -> Result<Response, GatewayError> {
     Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
 }
 
+/// Signs in with GitHub: sends the browser to GitHub's authorize page.
+#[utoipa::path(
+    get,
+    path = "/login",
+    tag = "account",
+    operation_id = "login",
+    params(("next" = Option<String>, Query, description = "A path of this site to return to once signed in.")),
+    responses(
+        (status = 302, description = "To GitHub's authorize page, with a fresh single-use `state`.", headers(("location" = String, description = "GitHub's authorize URL."))),
+        (status = 404, description = "Sign-in is off.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "The session store is unavailable; try again.", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn login(
     State(state): State<Shared>,
     query: Result<Query<LoginQuery>, QueryRejection>,
@@ -77,6 +91,27 @@ struct CallbackQuery {
     error_description: Option<String>,
 }
 
+/// Where GitHub sends the browser back: exchanges the code, starts a session (a cookie).
+#[utoipa::path(
+    get,
+    path = "/auth/callback",
+    tag = "account",
+    operation_id = "authCallback",
+    params(
+        ("code" = Option<String>, Query, description = "GitHub's code."),
+        ("state" = Option<String>, Query, description = "The `state` `/login` made."),
+        ("error" = Option<String>, Query, description = "GitHub's error, when the user refused."),
+    ),
+    responses(
+        (status = 302, description = "Signed in: to `/` (or the page `next` named), with the session cookie.", headers(("location" = String), ("set-cookie" = String))),
+        (status = 400, description = "A wrong, reused or missing `state` or `code`: no session.", body = ref("#/components/schemas/Error")),
+        (status = 401, description = "GitHub refused the code.", body = ref("#/components/schemas/Error")),
+        (status = 404, description = "Sign-in is off.", body = ref("#/components/schemas/Error")),
+        (status = 502, description = "GitHub could not be asked.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "The session store is unavailable; try again.", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn callback(
     State(state): State<Shared>,
     query: Result<Query<CallbackQuery>, QueryRejection>,
@@ -129,6 +164,19 @@ async fn callback(
     Ok(response)
 }
 
+/// Ends the session, in every Hermes process: the cookie no longer works.
+#[utoipa::path(
+    post,
+    path = "/logout",
+    tag = "account",
+    operation_id = "logout",
+    responses(
+        (status = 204, description = "Signed out; the cookie is cleared.", headers(("set-cookie" = String))),
+        (status = 403, description = "The CSRF token is wrong.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "The session store is unavailable; try again.", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn logout(State(state): State<Shared>, headers: HeaderMap) -> Result<Response, GatewayError> {
     let secure = state.sign_in.as_ref().is_some_and(SignIn::secure_cookie);
     let clear =

@@ -14,8 +14,7 @@ use hermes_schemas::attempt::Ownership;
 use hermes_schemas::commands::{ApproveBuild, CancelBuild, RestartBuild};
 use hermes_schemas::events::BuildEvent;
 use hermes_schemas::{BuildId, RepoName, subjects};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use crate::{GatewayError, GatewayState, Shared};
 
@@ -145,11 +144,29 @@ async fn standing(
     Ok((ownership, status))
 }
 
+/// Cancels a queued or running build.
+#[utoipa::path(
+    post,
+    path = "/api/builds/{id}/cancel",
+    tag = "builds",
+    operation_id = "cancelBuild",
+    params(("id" = String, Path, description = "The build's id.")),
+    responses(
+        (status = 202, description = "The cancel is recorded; the build ends `canceled` shortly.", body = ref("#/components/schemas/Requested")),
+        (status = 401, description = "No credentials: a bearer token (`HERMES_API_TOKEN`) or a session cookie (with `X-CSRF-Token`) is needed.", body = ref("#/components/schemas/Error")),
+        (status = 403, description = "The caller may not do this (push rights on the repository are needed), or the CSRF token is wrong.", body = ref("#/components/schemas/Error")),
+        (status = 404, description = "No such build.", body = ref("#/components/schemas/Error")),
+        (status = 409, description = "The build's state does not allow it; `status` says where it stands.", body = ref("#/components/schemas/Error")),
+        (status = 502, description = "GitHub could not be asked who may.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "The event log is unavailable; try again.", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn cancel(
     State(state): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), GatewayError> {
+) -> Result<(StatusCode, Json<Requested>), GatewayError> {
     let Target { id, record, by } = target(&state, &headers, &id).await?;
     let (ownership, status) = standing(&state, &record.repo, &id).await?;
     if ownership.ended {
@@ -171,15 +188,37 @@ async fn cancel(
     tracing::info!(build = %id, by, "Cancel requested.");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"status": "cancel_requested", "build": id})),
+        Json(Requested::new("cancel_requested", id)),
     ))
 }
 
+/// Builds the same commit again, as a new build (beside the old one if that still runs).
+#[utoipa::path(
+    post,
+    path = "/api/builds/{id}/restart",
+    tag = "builds",
+    operation_id = "restartBuild",
+    params(
+        ("id" = String, Path, description = "The build's id."),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 64 of `[A-Za-z0-9_-]`: the same key makes the same new build once."),
+    ),
+    responses(
+        (status = 202, description = "The restart is recorded; `build` is the new build's id.", body = ref("#/components/schemas/Requested")),
+        (status = 400, description = "The Idempotency-Key is not valid.", body = ref("#/components/schemas/Error")),
+        (status = 401, description = "No credentials: a bearer token (`HERMES_API_TOKEN`) or a session cookie (with `X-CSRF-Token`) is needed.", body = ref("#/components/schemas/Error")),
+        (status = 403, description = "The caller may not do this (push rights on the repository are needed), or the CSRF token is wrong.", body = ref("#/components/schemas/Error")),
+        (status = 404, description = "No such build.", body = ref("#/components/schemas/Error")),
+        (status = 409, description = "The build's state does not allow it; `status` says where it stands.", body = ref("#/components/schemas/Error")),
+        (status = 502, description = "GitHub could not be asked who may.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "The event log is unavailable; try again.", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn restart(
     State(state): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), GatewayError> {
+) -> Result<(StatusCode, Json<Requested>), GatewayError> {
     let Target { id, record, by } = target(&state, &headers, &id).await?;
     let request_id = match headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
         Some(k)
@@ -213,23 +252,41 @@ async fn restart(
         .await
         .map_err(|_| GatewayError::Unavailable)?;
     tracing::info!(build = %id, %new_build, by, "Restart requested.");
-    let mut answer =
-        json!({"status": "restart_requested", "build": new_build, "restarted_from": id});
+    let mut answer = Requested::new("restart_requested", new_build);
     if !ownership.ended {
         // Intended: a restart is a new build of the same commit; the old one goes on (cancel it
         // to stop it).
-        answer["note"] = json!(format!(
+        answer.note = Some(format!(
             "build {id} is still running; the restart builds the same commit again as a new build beside it"
         ));
     }
+    answer.restarted_from = Some(id);
     Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
+/// Lets a build that waits for approval (a pull request from a fork) run.
+#[utoipa::path(
+    post,
+    path = "/api/builds/{id}/approve",
+    tag = "builds",
+    operation_id = "approveBuild",
+    params(("id" = String, Path, description = "The build's id.")),
+    responses(
+        (status = 202, description = "The approval is recorded; the build runs.", body = ref("#/components/schemas/Requested")),
+        (status = 401, description = "No credentials: a bearer token (`HERMES_API_TOKEN`) or a session cookie (with `X-CSRF-Token`) is needed.", body = ref("#/components/schemas/Error")),
+        (status = 403, description = "The caller may not do this (push rights on the repository are needed), or the CSRF token is wrong.", body = ref("#/components/schemas/Error")),
+        (status = 404, description = "No such build.", body = ref("#/components/schemas/Error")),
+        (status = 409, description = "The build's state does not allow it; `status` says where it stands.", body = ref("#/components/schemas/Error")),
+        (status = 502, description = "GitHub could not be asked who may.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "The event log is unavailable; try again.", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn approve(
     State(state): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), GatewayError> {
+) -> Result<(StatusCode, Json<Requested>), GatewayError> {
     let Target { id, record, by } = target(&state, &headers, &id).await?;
     if record.queued.approval.is_none() || record.approved {
         return Err(GatewayError::Conflict(
@@ -257,8 +314,41 @@ async fn approve(
     tracing::info!(build = %id, by, "Approval requested.");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"status": "approval_requested", "build": id, "by": by})),
+        Json(Requested {
+            by: Some(by),
+            ..Requested::new("approval_requested", id)
+        }),
     ))
+}
+
+/// The answer to a cancel, restart or approve: what was recorded.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Requested {
+    /// `cancel_requested`, `restart_requested` or `approval_requested`.
+    pub status: &'static str,
+    /// The build the request is for; for a restart, the new build.
+    pub build: BuildId,
+    /// For a restart: the build it restarts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarted_from: Option<BuildId>,
+    /// For an approval: who approved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// For a restart of a build that still runs: that it goes on beside the new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Requested {
+    fn new(status: &'static str, build: BuildId) -> Self {
+        Self {
+            status,
+            build,
+            restarted_from: None,
+            by: None,
+            note: None,
+        }
+    }
 }
 
 /// A request id unique to this process run: time, process and a counter.

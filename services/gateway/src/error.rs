@@ -97,9 +97,9 @@ impl From<hermes_github::GitHubError> for GatewayError {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        let mut body = serde_json::json!({"error": code, "message": self.to_string()});
+        let mut body = hermes_schemas::http::ErrorBody::new(code, self.to_string());
         if let Self::Conflict(_, Some(state)) = &self {
-            body["status"] = serde_json::Value::from(state.as_str());
+            body.status = Some(state.clone());
         }
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {

@@ -105,6 +105,21 @@ impl GatewayState {
 /// axum does more than once per request) is one reference count, not a copy of two NATS clients.
 pub(crate) type Shared = Arc<GatewayState>;
 
+/// The OpenAPI description of the gateway's routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    webhook::receive,
+    commands::cancel,
+    commands::restart,
+    commands::approve,
+    repos::activate,
+    repos::deactivate,
+    account::login,
+    account::callback,
+    account::logout
+))]
+pub struct ApiDoc;
+
 /// The gateway's routes.
 pub fn router(state: GatewayState) -> Router {
     webhook::routes()

@@ -78,6 +78,29 @@ fn answer(found: &Repository, active: bool) -> Value {
     })
 }
 
+/// Creates the repository's webhook on GitHub (with a secret of its own) and builds its pushes
+/// and pull requests from now on.
+#[utoipa::path(
+    post,
+    path = "/api/repos/{owner}/{name}/activate",
+    tag = "account",
+    operation_id = "activateRepo",
+    params(
+        ("owner" = String, Path, description = "The repository's owner."),
+        ("name" = String, Path, description = "The repository's name."),
+    ),
+    responses(
+        (status = 201, description = "Activated: the webhook is made.", body = ref("#/components/schemas/Repo")),
+        (status = 200, description = "It was active already.", body = ref("#/components/schemas/Repo")),
+        (status = 400, description = "Not a repository name.", body = ref("#/components/schemas/Error")),
+        (status = 401, description = "Not signed in (these need a session and `X-CSRF-Token`).", body = ref("#/components/schemas/Error")),
+        (status = 403, description = "The user is not an admin of the repository, or the CSRF token is wrong.", body = ref("#/components/schemas/Error")),
+        (status = 404, description = "No such repository for this user, or sign-in is off.", body = ref("#/components/schemas/Error")),
+        (status = 502, description = "GitHub could not be asked, or refused.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "The event log or the secrets store is unavailable; try again.", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn activate(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -116,6 +139,27 @@ async fn activate(
     Ok((StatusCode::CREATED, Json(answer(&found, true))))
 }
 
+/// Deletes the repository's webhook: Hermes builds it no more (its builds stay).
+#[utoipa::path(
+    post,
+    path = "/api/repos/{owner}/{name}/deactivate",
+    tag = "account",
+    operation_id = "deactivateRepo",
+    params(
+        ("owner" = String, Path, description = "The repository's owner."),
+        ("name" = String, Path, description = "The repository's name."),
+    ),
+    responses(
+        (status = 200, description = "Deactivated (or it was not active).", body = ref("#/components/schemas/Repo")),
+        (status = 400, description = "Not a repository name.", body = ref("#/components/schemas/Error")),
+        (status = 401, description = "Not signed in (these need a session and `X-CSRF-Token`).", body = ref("#/components/schemas/Error")),
+        (status = 403, description = "The user is not an admin of the repository, or the CSRF token is wrong.", body = ref("#/components/schemas/Error")),
+        (status = 404, description = "No such repository for this user, or sign-in is off.", body = ref("#/components/schemas/Error")),
+        (status = 502, description = "GitHub could not be asked, or refused.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "The event log or the secrets store is unavailable; try again.", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn deactivate(
     State(state): State<Shared>,
     headers: HeaderMap,

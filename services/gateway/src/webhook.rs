@@ -79,6 +79,32 @@ struct Delivery<'a> {
     hook_id: &'a str,
 }
 
+/// A GitHub webhook delivery (`push`, `pull_request`, `ping` and any other event), signed with
+/// the repository's secret (or the global one).
+#[utoipa::path(
+    post,
+    path = "/webhooks/github",
+    tag = "webhooks",
+    operation_id = "receiveWebhook",
+    params(
+        ("X-GitHub-Event" = String, Header, description = "The event's name."),
+        ("X-GitHub-Delivery" = String, Header, description = "The delivery's id."),
+        ("X-GitHub-Hook-ID" = String, Header, description = "The webhook's id."),
+        ("X-Hub-Signature-256" = String, Header, description = "`sha256=` HMAC of the body with the webhook's secret."),
+    ),
+    request_body(content = serde_json::Value, description = "The event's payload as GitHub sends it (`application/json`, or `application/x-www-form-urlencoded` with a `payload` field).", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Recorded; `build` names the build it makes, if any.", body = ref("#/components/schemas/WebhookAnswer")),
+        (status = 200, description = "Recorded before (a redelivery): nothing new.", body = ref("#/components/schemas/WebhookAnswer")),
+        (status = 400, description = "A header is missing or the body is not a payload.", body = ref("#/components/schemas/Error")),
+        (status = 401, description = "The signature is missing or wrong.", body = ref("#/components/schemas/Error")),
+        (status = 404, description = "The hook belongs to a deactivated repository.", body = ref("#/components/schemas/Error")),
+        (status = 408, description = "The body did not arrive in time.", body = ref("#/components/schemas/Error")),
+        (status = 413, description = "The body is larger than GitHub ever sends (25 MB).", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "The event log is unavailable, or too many deliveries arrive at once; GitHub's redelivery will bring it again.", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn receive(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -299,8 +325,9 @@ impl Made {
 
 /// The answer to a recorded delivery. The fields are in alphabetical order, as a
 /// `serde_json::Value` object would print them.
-#[derive(Serialize)]
-struct Recorded<'a> {
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "WebhookAnswer")]
+pub struct Recorded<'a> {
     /// The id of the build the delivery makes.
     #[serde(skip_serializing_if = "Option::is_none")]
     build: Option<&'a str>,

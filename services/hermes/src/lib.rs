@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod events;
+pub mod openapi;
 pub mod services;
 pub mod telemetry;
 

@@ -459,31 +459,13 @@ fn api_limits(common: &Common) -> hermes_projector::api::Limits {
     }
 }
 
-/// `/healthz` (the process is up) and `/metrics` (the process's metrics, Prometheus's text
-/// format).
+/// `/healthz` (the process is up), `/metrics` (the process's metrics, Prometheus's text format)
+/// and `/api/openapi.json` (the API's description), on every HTTP service.
 fn health() -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-}
-
-async fn metrics(headers: axum::http::HeaderMap) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    use hermes_telemetry::metrics;
-    let openmetrics = headers
-        .get(axum::http::header::ACCEPT)
-        .and_then(|a| a.to_str().ok())
-        .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let content_type = if openmetrics {
-        metrics::OPENMETRICS_CONTENT_TYPE
-    } else {
-        metrics::PROMETHEUS_CONTENT_TYPE
-    };
-    (
-        [(axum::http::header::CONTENT_TYPE, content_type)],
-        metrics::encode(),
-    )
-        .into_response()
+        .route("/healthz", get(crate::openapi::healthz))
+        .route("/metrics", get(crate::openapi::metrics))
+        .route("/api/openapi.json", get(crate::openapi::openapi_json))
 }
 
 async fn serve(listen: SocketAddr, app: Router, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -10,7 +10,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use hermes_access::{Auth, Caller, Session, Vault};
 use hermes_schemas::RepoName;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 /// What the account routes need.
 #[derive(Clone)]
@@ -18,6 +19,11 @@ pub struct Accounts {
     pub auth: Auth,
     pub vault: Option<Arc<Vault>>,
 }
+
+/// The OpenAPI description of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(user, repos))]
+pub struct ApiDoc;
 
 pub fn router(accounts: Accounts) -> Router {
     Router::new()
@@ -30,7 +36,7 @@ pub fn router(accounts: Accounts) -> Router {
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     let mut r = (
         status,
-        Json(json!({"error": code, "message": message.into()})),
+        Json(hermes_schemas::http::ErrorBody::new(code, message)),
     )
         .into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -85,19 +91,73 @@ async fn signed_in(auth: &Auth, headers: &HeaderMap) -> Result<Session, Response
     }
 }
 
+/// `GET /api/user`: the signed-in user.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct User {
+    /// The GitHub login.
+    pub login: String,
+    pub name: Option<String>,
+    pub avatar_url: Option<String>,
+    /// Send it as `X-CSRF-Token` with every `POST` made with the session cookie.
+    pub csrf_token: String,
+}
+
+/// One of `GET /api/repos`: a repository the signed-in user can read on GitHub.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Repo {
+    /// `owner/name`.
+    pub full_name: String,
+    pub private: bool,
+    /// Whether the user may activate or deactivate it (admin rights on GitHub).
+    pub admin: bool,
+    /// Whether Hermes has a webhook on it.
+    pub active: bool,
+    pub html_url: String,
+}
+
+/// The signed-in user.
+#[utoipa::path(
+    get,
+    path = "/api/user",
+    tag = "account",
+    operation_id = "getUser",
+    responses(
+        (status = 200, description = "The session's user.", body = ref("#/components/schemas/User")),
+        (status = 401, description = "Not signed in.", body = ref("#/components/schemas/Error")),
+        (status = 403, description = "The credentials are refused.", body = ref("#/components/schemas/Error")),
+        (status = 502, description = "GitHub could not be asked.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "The session store is unavailable; try again.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn user(State(a): State<Accounts>, headers: HeaderMap) -> Response {
     match signed_in(&a.auth, &headers).await {
-        Ok(s) => Json(json!({
-            "login": s.login,
-            "name": s.name,
-            "avatar_url": s.avatar_url,
-            "csrf_token": s.csrf_token,
-        }))
+        Ok(s) => Json(User {
+            login: s.login,
+            name: s.name,
+            avatar_url: s.avatar_url,
+            csrf_token: s.csrf_token,
+        })
         .into_response(),
         Err(r) => r,
     }
 }
 
+/// The signed-in user's repositories on GitHub (every page), with whether Hermes builds them.
+#[utoipa::path(
+    get,
+    path = "/api/repos",
+    tag = "account",
+    operation_id = "listRepos",
+    responses(
+        (status = 200, description = "The user's repositories.", body = ref("#/components/schemas/Repos")),
+        (status = 401, description = "Not signed in, or GitHub no longer accepts the session's token.", body = ref("#/components/schemas/Error")),
+        (status = 403, description = "The credentials are refused.", body = ref("#/components/schemas/Error")),
+        (status = 404, description = "Sign-in is off.", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+        (status = 502, description = "GitHub could not be asked.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "The session store is unavailable; try again.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn repos(State(a): State<Accounts>, headers: HeaderMap) -> Response {
     let session = match signed_in(&a.auth, &headers).await {
         Ok(s) => s,
@@ -117,18 +177,15 @@ async fn repos(State(a): State<Accounts>, headers: HeaderMap) -> Response {
         },
         None => Default::default(),
     };
-    let list: Vec<Value> = repos
+    let list: Vec<Repo> = repos
         .iter()
-        .map(|r| {
-            let is_active = RepoName::parse(&r.full_name)
-                .is_ok_and(|name| active.contains(&Vault::repo_token(&name)));
-            json!({
-                "full_name": r.full_name,
-                "private": r.private,
-                "admin": r.permissions.unwrap_or_default().admin,
-                "active": is_active,
-                "html_url": r.html_url,
-            })
+        .map(|r| Repo {
+            full_name: r.full_name.clone(),
+            private: r.private,
+            admin: r.permissions.unwrap_or_default().admin,
+            active: RepoName::parse(&r.full_name)
+                .is_ok_and(|name| active.contains(&Vault::repo_token(&name))),
+            html_url: r.html_url.clone(),
         })
         .collect();
     Json(list).into_response()

@@ -86,7 +86,7 @@ impl IntoResponse for ApiError {
         };
         let mut response = (
             status,
-            Json(serde_json::json!({"error": code, "message": self.to_string()})),
+            Json(hermes_schemas::http::ErrorBody::new(code, self.to_string())),
         )
             .into_response();
         if let Self::Busy(_) | Self::Unavailable(_) = self {
@@ -143,6 +143,11 @@ pub fn router_with(
 /// The query API with `limits`, telling callers apart with `auth`: a private repository's
 /// builds are shown to the API token and to users GitHub lets read it; to anyone else there is
 /// no such build (404), and lists leave it out.
+/// The OpenAPI description of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(readyz, list, one, logs, stream_logs))]
+pub struct ApiDoc;
+
 pub fn router_full(
     model: ReadModel,
     bus: Bus,
@@ -188,15 +193,77 @@ const READY_LAG: Duration = Duration::from_secs(5);
 
 /// 200 when the read model is caught up with both streams and holds no event it cannot read;
 /// else 503 with the reason.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "getReadiness",
+    responses(
+        (status = 200, description = "Ready: NATS is reachable, the streams exist, the read model is caught up.", body = ref("#/components/schemas/Readiness")),
+        (status = 503, description = "Not ready, and why.", body = ref("#/components/schemas/Readiness")),
+    )
+)]
 async fn readyz(State(api): State<Api>) -> Response {
     match readiness(&api).await {
-        Ok(()) => Json(serde_json::json!({"ready": true})).into_response(),
+        Ok(()) => Json(Readiness {
+            ready: true,
+            reason: None,
+        })
+        .into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"ready": false, "reason": reason})),
+            Json(Readiness {
+                ready: false,
+                reason: Some(reason),
+            }),
         )
             .into_response(),
     }
+}
+
+/// `GET /api/builds/{id}/logs?format=json`'s answer. A description only: [`LogPages`] writes it
+/// page by page, in this shape.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct LogPage {
+    pub attempt: u32,
+    /// The first line asked for.
+    pub from: u64,
+    /// The last line served (`from` − 1 when none).
+    pub to: u64,
+    /// The lines stored for the attempt.
+    pub total: u64,
+    pub lines: Vec<LogPageLine>,
+}
+
+/// One server-sent event of `GET /api/builds/{id}/logs/stream`. A description only: the SSE
+/// encoder writes it.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct LogStreamEvent {
+    /// `message` (a log line; the default) or `end` (the build ended; `data` is its status).
+    pub event: Option<String>,
+    /// The line's text, or the final status.
+    pub data: String,
+    /// `<attempt>.<line>` of a line: send it back as `Last-Event-ID` to resume after it.
+    pub id: Option<String>,
+}
+
+/// One line of a [`LogPage`].
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct LogPageLine {
+    pub n: u64,
+    pub text: String,
+}
+
+/// `GET /readyz`'s answer.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 async fn readiness(api: &Api) -> Result<(), String> {
@@ -242,6 +309,24 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
+/// The builds, newest first: every repository's, or one's.
+#[utoipa::path(
+    get,
+    path = "/api/builds",
+    tag = "builds",
+    operation_id = "listBuilds",
+    params(
+        ("repo" = Option<String>, Query, description = "Only this repository's builds (`owner/name`)."),
+        ("limit" = Option<u32>, Query, description = "How many builds, newest first (default 100; more than 1000 is read as 1000, 0 as 1)."),
+    ),
+    responses(
+        (status = 200, description = "The builds the caller may read, newest first (a private repository's only for those GitHub lets read it).", body = ref("#/components/schemas/Builds")),
+        (status = 400, description = "A parameter is not valid.", body = ref("#/components/schemas/Error")),
+        (status = 403, description = "The credentials are refused.", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "Who may read what cannot be checked now; try again.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn list(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -357,6 +442,20 @@ async fn may_read(
 /// The lookup runs on the request's own task: one key in a file the projector keeps warm takes a
 /// few microseconds, less than handing it to a blocking thread and back (`spawn_blocking` put the
 /// query bench at 44 µs of server CPU per request and 28-32 k requests/s).
+#[utoipa::path(
+    get,
+    path = "/api/builds/{id}",
+    tag = "builds",
+    operation_id = "getBuild",
+    params(("id" = String, Path, description = "The build's id.")),
+    responses(
+        (status = 200, description = "The build.", body = ref("#/components/schemas/Build")),
+        (status = 403, description = "The credentials are refused.", body = ref("#/components/schemas/Error")),
+        (status = 404, description = "No such build (or one of a private repository the caller may not read).", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "Who may read it cannot be checked now; try again.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn one(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -400,6 +499,29 @@ const PAGE_READERS: usize = 4;
 /// `{"attempt": N, "from": A, "to": B, "total": T, "lines": [{"n": A, "text": "…"}, …]}`. `to` is
 /// the last line served (`from` − 1 when none); `total` the lines stored for the attempt, also in
 /// the `X-Hermes-Log-Lines` header of every answer.
+#[utoipa::path(
+    get,
+    path = "/api/builds/{id}/logs",
+    tag = "builds",
+    operation_id = "getBuildLog",
+    params(
+        ("id" = String, Path, description = "The build's id."),
+        ("attempt" = Option<u32>, Query, description = "One attempt's log (default: every attempt, or the current one when `from` or `to` is given)."),
+        ("from" = Option<u64>, Query, description = "The first line, from 1."),
+        ("to" = Option<u64>, Query, description = "The last line, inclusive."),
+        ("format" = Option<String>, Query, description = "`text` (default) or `json`: `{attempt, from, to, total, lines: [{n, text}]}`."),
+    ),
+    responses(
+        (status = 200, description = "The log, streamed; `X-Hermes-Log-Lines` is the number of lines stored for the attempt.",
+            content((String = "text/plain; charset=utf-8"), (ref("#/components/schemas/LogPage") = "application/json")),
+            headers(("x-hermes-log-lines" = u64, description = "Lines stored for the attempt."))),
+        (status = 400, description = "A parameter is not valid.", body = ref("#/components/schemas/Error")),
+        (status = 403, description = "The credentials are refused.", body = ref("#/components/schemas/Error")),
+        (status = 404, description = "No such build (or not readable by the caller).", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "Too many downloads at once, or access cannot be checked; try again.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn logs(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -658,6 +780,23 @@ const END_CHECK: Duration = Duration::from_secs(1);
 /// New lines come straight from the NATS subject, not through the read model, so they reach the
 /// client as soon as the runner publishes them; what the subscription missed (lines published
 /// before it began) comes from the read model once it holds them.
+#[utoipa::path(
+    get,
+    path = "/api/builds/{id}/logs/stream",
+    tag = "builds",
+    operation_id = "followBuildLog",
+    params(
+        ("id" = String, Path, description = "The build's id."),
+        ("after" = Option<String>, Query, description = "`<attempt>.<line>`: only the lines after it (as `Last-Event-ID` does)."),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: a `line` event per log line (`id: <attempt>.<line>`), then an `end` event with the final status.", content_type = "text/event-stream", body = ref("#/components/schemas/LogStreamEvent")),
+        (status = 403, description = "The credentials are refused.", body = ref("#/components/schemas/Error")),
+        (status = 404, description = "No such build (or not readable by the caller).", body = ref("#/components/schemas/Error")),
+        (status = 500, description = "Internal error.", body = ref("#/components/schemas/Error")),
+        (status = 503, description = "Too many live logs at once, or access cannot be checked; try again.", body = ref("#/components/schemas/Error")),
+    )
+)]
 async fn stream_logs(
     State(live): State<Api>,
     Path(id): Path<String>,

@@ -444,8 +444,12 @@ fn two_builds_at_once_log_lines_name_their_own_build_only() {
         data.path(),
         &[("HERMES_RUNNERS", "2"), ("HERMES_LOG_FORMAT", "json")],
     );
-    let dockerfile = "FROM hermes-test-base:latest\nRUN echo started && sleep 3 && echo done\n";
-    let (a, b) = (repo_with(dockerfile), repo_with(dockerfile));
+    // Two commits (the same files at the same second would be one).
+    let dockerfile = |n: &str| {
+        format!("FROM hermes-test-base:latest\nRUN echo started {n} && sleep 3 && echo done\n")
+    };
+    let (a, b) = (repo_with(&dockerfile("a")), repo_with(&dockerfile("b")));
+    assert_ne!(a.sha, b.sha);
     for (repo, delivery) in [(&a, "d-json-a"), (&b, "d-json-b")] {
         let r = up.deliver("push", delivery, &push_for(repo));
         assert_eq!(r.status(), 202);
@@ -563,4 +567,69 @@ fn a_lease_set_by_runners_survives_another_service_starting() {
     assert!(after < Duration::from_secs(10), "attempt 2 after {after:?}");
     let build = c.core.get_json(&format!("/api/builds/{id}"));
     assert_ne!(build["attempts"][1]["runner"], victim.as_str(), "{build:#}");
+}
+
+/// Two builds of 3 s pushed together to one runner of `hermes up` with `env`: their final
+/// states, once both ended.
+fn two_builds_on_one_runner(env: &[(&str, &str)]) -> (Value, Value) {
+    base_image();
+    let nats = Nats::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut all = vec![("HERMES_RUNNERS", "1")];
+    all.extend_from_slice(env);
+    let up = Hermes::service("up", &nats.url(), data.path(), &all);
+    // Two commits (the same files at the same second would be one).
+    let dockerfile = |n: &str| {
+        format!("FROM hermes-test-base:latest\nRUN echo started {n} && sleep 3 && echo done\n")
+    };
+    let (a, b) = (repo_with(&dockerfile("a")), repo_with(&dockerfile("b")));
+    assert_ne!(a.sha, b.sha);
+    for (repo, delivery) in [(&a, "d-conc-a"), (&b, "d-conc-b")] {
+        assert_eq!(up.deliver("push", delivery, &push_for(repo)).status(), 202);
+    }
+    let done = |repo: &Repo| {
+        wait_for(Duration::from_secs(120), "a build to end", || {
+            up.builds(REPO)
+                .into_iter()
+                .find(|b| b["commit"] == repo.sha.as_str() && is_final(b))
+        })
+    };
+    (done(&a), done(&b))
+}
+
+/// Whether two ended builds ran at once: each started before the other finished.
+fn overlapped(x: &Value, y: &Value) -> bool {
+    let at = |b: &Value, key: &str| {
+        time::OffsetDateTime::parse(
+            b[key].as_str().expect("a time"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("RFC 3339")
+    };
+    at(x, "started_at") < at(y, "finished_at") && at(y, "started_at") < at(x, "finished_at")
+}
+
+#[test]
+fn one_runner_runs_up_to_its_concurrency_at_once_and_one_by_default() {
+    let (a, b) = two_builds_on_one_runner(&[("HERMES_RUNNER_CONCURRENCY", "2")]);
+    for x in [&a, &b] {
+        assert_eq!(x["status"], "succeeded", "{x:#}");
+    }
+    assert_eq!(
+        a["attempts"][0]["runner"], b["attempts"][0]["runner"],
+        "one runner ran both"
+    );
+    assert!(
+        overlapped(&a, &b),
+        "with --concurrency 2 they ran at once:\n{a:#}\n{b:#}"
+    );
+
+    let (a, b) = two_builds_on_one_runner(&[]);
+    for x in [&a, &b] {
+        assert_eq!(x["status"], "succeeded", "{x:#}");
+    }
+    assert!(
+        !overlapped(&a, &b),
+        "by default one after the other:\n{a:#}\n{b:#}"
+    );
 }

@@ -153,6 +153,10 @@ pub struct Common {
     /// CPUs a build may use (e.g. `2`, `0.5`; default: every core of the machine).
     #[arg(long, env = "HERMES_BUILD_CPUS", value_parser = cpus)]
     pub build_cpus: Option<f64>,
+    /// Builds one runner runs at once, each with its own lease, work directory and image (the
+    /// memory and CPU limits apply to each).
+    #[arg(long, env = "HERMES_RUNNER_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
     /// Log downloads (`GET /api/builds/{id}/logs`) served at once; past it `503` with
     /// `Retry-After`.
     #[arg(long, env = "HERMES_MAX_LOG_DOWNLOADS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]

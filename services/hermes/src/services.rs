@@ -374,6 +374,7 @@ fn runner_config(
     config.log_limit = common.log_limit;
     config.docker_wait = common.docker_wait;
     config.build_memory = common.build_memory;
+    config.concurrency = common.concurrency as usize;
     // Unset: every core of the machine, so that a build cannot take more than the machine has.
     config.build_cpus = common.build_cpus.or_else(|| {
         std::thread::available_parallelism()

@@ -108,6 +108,8 @@ pub struct RunnerConfig {
     pub build_memory: u64,
     /// CPUs a build may use; `None`: every CPU the engine has.
     pub build_cpus: Option<f64>,
+    /// Builds run at once (`--concurrency`), each with its own lease, directory and image.
+    pub concurrency: usize,
 }
 
 impl RunnerConfig {
@@ -125,6 +127,7 @@ impl RunnerConfig {
             docker_wait: Duration::from_secs(30),
             build_memory: DEFAULT_BUILD_MEMORY,
             build_cpus: None,
+            concurrency: 1,
         }
     }
 
@@ -247,6 +250,7 @@ pub async fn run(
     tracing::info!(
         runner = %runner.config.name, pool = %runner.config.pool, lease = ?runner.config.lease,
         build_memory = runner.config.build_memory, build_cpus = ?runner.config.build_cpus,
+        concurrency = runner.config.concurrency,
         "Runner started."
     );
     let worked = runner.take_work(consumer).await;
@@ -360,9 +364,19 @@ impl Runner {
         let (mut inbox, mut deliveries) = subscribe().await?;
         // When the request in flight must be answered by, at the latest.
         let mut pending: Option<Instant> = None;
+        // The builds this runner holds, at most `concurrency`.
+        let mut running = futures::stream::FuturesUnordered::new();
+        let capacity = self.config.concurrency.max(1);
         loop {
+            if pending.is_none() && running.len() >= capacity {
+                // Full: no request until a build ends.
+                running.next().await;
+                continue;
+            }
             if pending.is_none() {
                 if shutdown.is_cancelled() {
+                    // What runs ends on its own (the grace period, then the hand-back).
+                    while running.next().await.is_some() {}
                     return Ok(());
                 }
                 if !self.bus.is_connected() {
@@ -393,6 +407,7 @@ impl Runner {
             tokio::select! {
                 // An answer that is there wins over a deadline that has passed with it.
                 biased;
+                Some(()) = running.next(), if !running.is_empty() => continue,
                 msg = deliveries.next() => {
                     let Some(msg) = msg else {
                         return Err(RunnerError::Nats(BusError::Unavailable(
@@ -422,7 +437,7 @@ impl Runner {
                         self.hand_back(&msg).await;
                         continue;
                     }
-                    self.handle(msg).await;
+                    running.push(self.handle(msg));
                 }
                 () = tokio::time::sleep_until(answer_by) => {
                     // No answer at all: ask again, on a new inbox (see above).

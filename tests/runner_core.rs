@@ -633,3 +633,27 @@ fn one_runner_runs_up_to_its_concurrency_at_once_and_one_by_default() {
         "by default one after the other:\n{a:#}\n{b:#}"
     );
 }
+
+#[test]
+fn a_build_with_no_runner_to_take_it_says_so_after_30_s_and_runs_once_one_starts() {
+    let mut c = cluster(&[], &[]);
+    let repo = repo_with("FROM hermes-test-base:latest\nRUN echo ran\n");
+    let id = c.push(&repo, "d-no-runner");
+    let queued = c.core.get_json(&format!("/api/builds/{id}"));
+    assert_eq!(queued["status"], "queued");
+    assert!(queued["waiting"].is_null(), "not at once: {queued:#}");
+    let waiting = c
+        .core
+        .wait_build(&id, Duration::from_secs(60), "a waiting reason", |b| {
+            b["waiting"].is_string()
+        });
+    assert_eq!(waiting["status"], "queued");
+    let why = waiting["waiting"].as_str().expect("reason");
+    assert!(why.contains("no runner of pool \"default\""), "{why}");
+    c.add_runner("late-runner", &[]);
+    let done = c
+        .core
+        .wait_build(&id, Duration::from_secs(90), "the end", is_final);
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert!(done["waiting"].is_null(), "{done:#}");
+}

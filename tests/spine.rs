@@ -581,3 +581,75 @@ fn the_live_log_stream_delivers_lines_while_the_build_runs() {
             .as_slice()
     );
 }
+
+const SYNC_SHA: &str = "254e188cd9615d28c39cfd10b3524812119ebfbb";
+
+/// A build's id from the webhook's answer.
+fn build_of(r: reqwest::blocking::Response) -> String {
+    assert_eq!(r.status(), 202);
+    r.json::<serde_json::Value>().expect("answer")["build"]
+        .as_str()
+        .expect("a build")
+        .to_owned()
+}
+
+#[test]
+fn a_new_commit_on_a_pull_request_cancels_its_older_build_but_a_branch_push_does_not() {
+    let Env { hermes, .. } = &env();
+    let dockerfile = |n: &str, secs: u32| {
+        format!("FROM hermes-test-base:latest\nRUN echo started {n} && sleep {secs}\n")
+    };
+    let first = Repo::new(&[
+        ("Hermes.yaml", HERMES_YAML),
+        ("Dockerfile", &dockerfile("first", 60)),
+    ]);
+    let second = Repo::new(&[
+        ("Hermes.yaml", HERMES_YAML),
+        ("Dockerfile", &dockerfile("second", 0)),
+    ]);
+    let opened = fixture("pull_request/opened.json");
+    let opened = replace(
+        &replace(&opened, PR_SHA, &first.sha),
+        FIXTURE_URL,
+        &first.url(),
+    );
+    let old = build_of(hermes.deliver("pull_request", "d-auto-1", &opened));
+    hermes.wait_build(&old, Duration::from_secs(60), "running", |b| {
+        b["status"] == "running"
+    });
+    let sync = fixture("pull_request/synchronize.json");
+    let sync = replace(
+        &replace(&sync, SYNC_SHA, &second.sha),
+        FIXTURE_URL,
+        &second.url(),
+    );
+    let new = build_of(hermes.deliver("pull_request", "d-auto-2", &sync));
+    let canceled = hermes.wait_build(&old, Duration::from_secs(60), "the end", |b| {
+        b["status"] != "running" && b["status"] != "queued"
+    });
+    assert_eq!(canceled["status"], "canceled", "{canceled:#}");
+    assert_eq!(canceled["superseded_by"], new.as_str(), "{canceled:#}");
+    let done = hermes.wait_build(&new, Duration::from_secs(60), "the end", |b| {
+        b["status"] == "succeeded"
+    });
+    assert_eq!(done["pull_request"], 7);
+    assert!(done["superseded_by"].is_null());
+
+    // Two pushes to a branch: by default both are built.
+    let a = Repo::new(&[
+        ("Hermes.yaml", HERMES_YAML),
+        ("Dockerfile", &dockerfile("a", 4)),
+    ]);
+    let b = Repo::new(&[
+        ("Hermes.yaml", HERMES_YAML),
+        ("Dockerfile", &dockerfile("b", 0)),
+    ]);
+    let first_push = build_of(hermes.deliver("push", "d-auto-3", &push_for(&a)));
+    let second_push = build_of(hermes.deliver("push", "d-auto-4", &push_for(&b)));
+    for id in [&first_push, &second_push] {
+        let b = hermes.wait_build(id, Duration::from_secs(90), "the end", |b| {
+            b["status"] != "running" && b["status"] != "queued"
+        });
+        assert_eq!(b["status"], "succeeded", "{b:#}");
+    }
+}

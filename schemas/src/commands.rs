@@ -30,6 +30,10 @@ pub struct CancelBuild {
     /// Who asked: a GitHub login, or `api-token`. Absent in requests recorded before 2026-12.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// Set when Hermes cancels the build itself because a newer build of the same pull request
+    /// (or branch) superseded it (`HERMES_AUTO_CANCEL`): that build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<BuildId>,
 }
 
 /// "Build this commit again": on `hermes.cmd.control.restart.<build>`. The scheduler starts the new

@@ -179,6 +179,7 @@ async fn cancel(
     let command = CancelBuild {
         build_id: id.clone(),
         by: Some(by.clone()),
+        superseded_by: None,
     };
     state
         .bus

@@ -137,6 +137,11 @@ pub struct Common {
     /// (`POST /api/builds/{id}/approve`), `always` builds them like any other.
     #[arg(long, env = "HERMES_FORK_PULL_REQUESTS", default_value = "approve", value_parser = fork_policy)]
     pub fork_pull_requests: hermes_schemas::github::ForkPolicy,
+    /// Which older builds a newer one of the same line of work cancels while they are queued or
+    /// running: `pull_requests` (a new commit on a pull request cancels its older builds),
+    /// `branches` (a new push to a branch does), both comma-separated, or `off`. Tags never.
+    #[arg(long, env = "HERMES_AUTO_CANCEL", default_value = "pull_requests", value_parser = hermes_scheduler::decide::AutoCancel::parse)]
+    pub auto_cancel: hermes_scheduler::decide::AutoCancel,
     /// How long build logs are kept, on the log stream and in the read model alike (e.g. `30d`;
     /// `0` keeps them for ever). Unset: a new installation keeps 30 days, an existing one what
     /// it was set to.

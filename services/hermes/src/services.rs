@@ -243,7 +243,12 @@ const QUEUE_EVERY: Duration = Duration::from_secs(5);
 /// `hermes_queue_depth{pool}` (build commands no runner has taken) and
 /// `hermes_queue_oldest_age_seconds{pool}` (how long the oldest of them has waited), read from the
 /// pool's work-queue consumer every [`QUEUE_EVERY`] until `shutdown`.
-async fn queue_gauges(bus: Bus, pool: String, shutdown: CancellationToken) {
+async fn queue_gauges(
+    bus: Bus,
+    pool: String,
+    runners: hermes_projector::api::Runners,
+    shutdown: CancellationToken,
+) {
     use hermes_nats::definitions::runner_consumer;
     use hermes_schemas::subjects::JOBS_STREAM;
     use hermes_telemetry::metrics::gauge_with;
@@ -259,11 +264,28 @@ async fn queue_gauges(bus: Bus, pool: String, shutdown: CancellationToken) {
         "pool",
         &pool,
     );
+    // When a runner of the pool was last seen asking for work or holding a build.
+    let mut seen = std::time::Instant::now();
     loop {
         let read = async {
             let info = bus
                 .consumer_info(JOBS_STREAM, &runner_consumer(&pool))
                 .await?;
+            let presence = match &info {
+                None => Some(format!(
+                    "no runner of pool {pool:?} has started yet: start one (hermes runner, or hermes up --runners 1)"
+                )),
+                Some(i) if i.num_waiting > 0 || i.num_ack_pending > 0 => {
+                    seen = std::time::Instant::now();
+                    None
+                }
+                Some(_) if seen.elapsed() < hermes_projector::api::WAITING_AFTER => None,
+                Some(_) => Some(format!(
+                    "no runner of pool {pool:?} is taking work: none has asked for a build for {} s",
+                    seen.elapsed().as_secs()
+                )),
+            };
+            runners.set(presence);
             let jobs = bus.stream_info(JOBS_STREAM).await?;
             // Without a consumer (no runner ever started), everything on the queue waits.
             let (waiting, next) = match info {
@@ -336,6 +358,7 @@ fn scheduler_config(common: &Common) -> hermes_scheduler::SchedulerConfig {
     hermes_scheduler::SchedulerConfig {
         pool: common.pool.clone(),
         fork_policy: common.fork_pull_requests,
+        auto_cancel: common.auto_cancel,
     }
 }
 
@@ -390,6 +413,7 @@ fn reads(
     access: &Access,
     model: hermes_projector::ReadModel,
     bus: Bus,
+    runners: hermes_projector::api::Runners,
     shutdown: CancellationToken,
 ) -> Router {
     let web = hermes_projector::web::Web {
@@ -405,6 +429,7 @@ fn reads(
         shutdown,
         api_limits(common),
         access.auth.clone(),
+        runners,
     )
     .merge(hermes_projector::account::router(accounts(access)))
     .merge(hermes_projector::web::router(web))
@@ -553,9 +578,11 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     }
     let (b, s, m) = (bus.clone(), shutdown.clone(), model.clone());
     tasks.spawn(async move { hermes_projector::run(b, m, s).await.context("projector") });
+    let runners = hermes_projector::api::Runners::default();
     tokio::spawn(queue_gauges(
         bus.clone(),
         common.pool.clone(),
+        runners.clone(),
         shutdown.clone(),
     ));
     match notifier {
@@ -575,7 +602,14 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
             &access,
             bus.clone(),
         )))
-        .merge(reads(common, &access, model, bus.clone(), shutdown.clone()));
+        .merge(reads(
+            common,
+            &access,
+            model,
+            bus.clone(),
+            runners,
+            shutdown.clone(),
+        ));
     let (listen, s) = (common.listen, shutdown.clone());
     tasks.spawn(async move { serve(listen, app, s).await });
     let result = supervise(tasks, shutdown).await;
@@ -628,12 +662,21 @@ pub async fn projector(common: Common, shutdown: CancellationToken) -> anyhow::R
     let mut tasks = JoinSet::new();
     let (b, s, m) = (bus.clone(), shutdown.clone(), model.clone());
     tasks.spawn(async move { hermes_projector::run(b, m, s).await.context("projector") });
+    let runners = hermes_projector::api::Runners::default();
     tokio::spawn(queue_gauges(
         bus.clone(),
         common.pool.clone(),
+        runners.clone(),
         shutdown.clone(),
     ));
-    let app = health().merge(reads(&common, &access, model, bus, shutdown.clone()));
+    let app = health().merge(reads(
+        &common,
+        &access,
+        model,
+        bus,
+        runners,
+        shutdown.clone(),
+    ));
     let (listen, s) = (common.listen, shutdown.clone());
     tasks.spawn(async move { serve(listen, app, s).await });
     supervise(tasks, shutdown).await

@@ -137,7 +137,52 @@ pub fn router_with(
     shutdown: CancellationToken,
     limits: Limits,
 ) -> Router {
-    router_full(model, bus, shutdown, limits, Auth::new(None, None, None))
+    router_full(
+        model,
+        bus,
+        shutdown,
+        limits,
+        Auth::new(None, None, None),
+        Runners::default(),
+    )
+}
+
+/// Whether the pool's runners are taking work, as the process watching the work queue last saw
+/// it: `Some(why not)` when no runner has asked for a build for a while. A queued build older than
+/// [`WAITING_AFTER`] is shown with it as its `waiting` reason.
+#[derive(Clone, Default)]
+pub struct Runners(Arc<std::sync::RwLock<Option<String>>>);
+
+impl Runners {
+    pub fn set(&self, absent: Option<String>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = absent;
+    }
+
+    fn absent(&self) -> Option<String> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// How long a build is queued before the API says why it waits, when no runner takes work.
+pub const WAITING_AFTER: Duration = Duration::from_secs(30);
+
+/// `body` (a stored build) with `waiting` set to why no runner takes it, when it is queued, waits
+/// for nothing else and was queued more than [`WAITING_AFTER`] ago; else `None`.
+fn with_waiting_reason(body: &[u8], absent: &str) -> Option<Vec<u8>> {
+    let mut build: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if build["status"] != "queued" || !build["waiting"].is_null() {
+        return None;
+    }
+    let created = time::OffsetDateTime::parse(
+        build["created_at"].as_str()?,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()?;
+    if time::OffsetDateTime::now_utc() - created < WAITING_AFTER {
+        return None;
+    }
+    build["waiting"] = serde_json::Value::from(absent);
+    serde_json::to_vec(&build).ok()
 }
 
 /// The query API with `limits`, telling callers apart with `auth`: a private repository's
@@ -154,6 +199,7 @@ pub fn router_full(
     shutdown: CancellationToken,
     limits: Limits,
     auth: Auth,
+    runners: Runners,
 ) -> Router {
     // Shown from the start, at 0.
     LiveClient::gauge();
@@ -166,6 +212,7 @@ pub fn router_full(
         .with_state(Api {
             model,
             auth,
+            runners,
             bus,
             shutdown,
             downloads: Arc::new(Semaphore::new(limits.log_downloads)),
@@ -179,6 +226,8 @@ struct Api {
     model: ReadModel,
     /// Who asks, and what they may read.
     auth: Auth,
+    /// Whether the pool's runners take work.
+    runners: Runners,
     bus: Bus,
     shutdown: CancellationToken,
     downloads: Arc<Semaphore>,
@@ -473,6 +522,11 @@ async fn one(
         if !may_read(&api, &headers, &head.repo, head.private).await? {
             return Err(ApiError::NotFound(id));
         }
+    }
+    if let Some(absent) = api.runners.absent()
+        && let Some(waiting) = with_waiting_reason(&body, &absent)
+    {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], waiting).into_response());
     }
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -9,18 +9,29 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hermes_nats::{Bus, BusError, Subscriber};
+use hermes_schemas::commands::CancelBuild;
+use hermes_schemas::events::{BuildStatus, Finished};
 use hermes_schemas::{BuildId, subjects};
 
-/// Who asked for the cancel of `build` recorded on the control stream, when it says.
-pub async fn requested_by(bus: &Bus, build: &BuildId) -> Option<String> {
+/// The cancel of `build` recorded on the control stream (who asked, or the build that
+/// superseded it), when there is one.
+pub async fn request(bus: &Bus, build: &BuildId) -> Option<CancelBuild> {
     let m = bus
         .last_raw(subjects::CONTROL_STREAM, &subjects::cancel(build))
         .await
         .ok()
         .flatten()?;
-    serde_json::from_slice::<hermes_schemas::commands::CancelBuild>(&m.payload)
-        .ok()?
-        .by
+    serde_json::from_slice::<CancelBuild>(&m.payload).ok()
+}
+
+/// A cancel's end: `canceled` with who asked, or which build superseded it.
+pub fn canceled(request: Option<CancelBuild>) -> Finished {
+    let (by, superseded_by) = request.map_or((None, None), |r| (r.by, r.superseded_by));
+    Finished {
+        canceled_by: by,
+        superseded_by,
+        ..Finished::with_status(BuildStatus::Canceled)
+    }
 }
 
 /// Listens for, and looks for, a cancel of one build.
@@ -89,10 +100,9 @@ impl CancelWatch {
         }
     }
 
-    /// Who asked for the cancel recorded on the control stream (a GitHub login, or `api-token`),
-    /// when it says.
-    pub async fn requested_by(&self) -> Option<String> {
-        requested_by(&self.bus, &self.build).await
+    /// The cancel recorded on the control stream, when there is one.
+    pub async fn request(&self) -> Option<CancelBuild> {
+        request(&self.bus, &self.build).await
     }
 
     /// Stops listening.

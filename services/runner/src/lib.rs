@@ -565,14 +565,7 @@ impl Runner {
                     tracing::Span::current().record("attempt", attempt);
                     tracing::info!("Build was canceled before it started.");
                     return self
-                        .settle(
-                            command,
-                            attempt,
-                            Finished {
-                                canceled_by: cancel.requested_by().await,
-                                ..Finished::with_status(BuildStatus::Canceled)
-                            },
-                        )
+                        .settle(command, attempt, cancel::canceled(cancel.request().await))
                         .await;
                 }
                 Admission::GiveUp { attempt } => {
@@ -859,17 +852,17 @@ impl Runner {
                 );
             }
             Conclusion::Finish { status, error } => {
-                let canceled_by = match status {
-                    BuildStatus::Canceled => {
-                        cancel::requested_by(&self.bus, &of.command.build_id).await
-                    }
-                    _ => None,
-                };
-                let end = Finished {
-                    error,
-                    log_lines,
-                    canceled_by,
-                    ..Finished::with_status(status)
+                let end = match status {
+                    BuildStatus::Canceled => Finished {
+                        error,
+                        log_lines,
+                        ..cancel::canceled(cancel::request(&self.bus, &of.command.build_id).await)
+                    },
+                    _ => Finished {
+                        error,
+                        log_lines,
+                        ..Finished::with_status(status)
+                    },
                 };
                 if self.finish(of.command, of.attempt, end).await.is_err() {
                     tracing::warn!(

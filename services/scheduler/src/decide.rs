@@ -51,6 +51,100 @@ pub fn delivery(
     })
 }
 
+/// Which builds a newer build of the same line of work cancels (`HERMES_AUTO_CANCEL`): older
+/// queued and running builds of the same pull request, of the same branch, both, or none. Tags
+/// never: each tag is a release of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoCancel {
+    pub pull_requests: bool,
+    pub branches: bool,
+}
+
+impl Default for AutoCancel {
+    /// Pull requests only: a branch's every commit may matter (a deploy, a bisect).
+    fn default() -> Self {
+        Self {
+            pull_requests: true,
+            branches: false,
+        }
+    }
+}
+
+impl AutoCancel {
+    /// `pull_requests`, `branches`, both comma-separated, or `off`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut policy = Self {
+            pull_requests: false,
+            branches: false,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "pull_requests" => policy.pull_requests = true,
+                "branches" => policy.branches = true,
+                "off" | "none" => {}
+                other => {
+                    return Err(format!("{other:?} is none of pull_requests, branches, off"));
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match (self.pull_requests, self.branches) {
+            (true, true) => "pull_requests,branches",
+            (true, false) => "pull_requests",
+            (false, true) => "branches",
+            (false, false) => "off",
+        }
+    }
+}
+
+/// The line of work a build belongs to, when a newer build of it supersedes it under `policy`:
+/// `pr.<number>` for a pull request, `branch.<ref>` for a push to a branch. A restart belongs to
+/// none (it is asked for on purpose, and must not cancel the build it restarts or newer ones).
+pub fn lane(queued: &Queued, policy: AutoCancel) -> Option<String> {
+    if queued.restarted_from.is_some() {
+        return None;
+    }
+    if let Some(pr) = queued.pull_request {
+        return policy.pull_requests.then(|| format!("pr.{pr}"));
+    }
+    if queued.git_ref.starts_with("refs/heads/") {
+        return policy
+            .branches
+            .then(|| format!("branch.{}", queued.git_ref));
+    }
+    None
+}
+
+/// The key of a lane's newest build in the scheduler's bucket: `lane.<repo>.<lane>`, every byte
+/// a key may not hold written `=XX`.
+pub fn lane_key(repo: &RepoName, lane: &str) -> String {
+    let mut key = format!("lane.{}.", repo.subject_token().replace('%', "="));
+    for b in lane.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/') {
+            key.push(b as char);
+        } else {
+            key.push_str(&format!("={b:02X}"));
+        }
+    }
+    key
+}
+
+/// A lane's newest build, as the scheduler's bucket keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LaneHead {
+    pub build: BuildId,
+    pub number: u64,
+}
+
+/// Whether the build numbered `newer` supersedes `older` of the same lane: only a later build
+/// does (a redelivery of an old push must not cancel what came after it).
+pub fn supersedes(newer: u64, older: u64) -> bool {
+    newer > older
+}
+
 /// A control request, read from its subject and payload.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Control {
@@ -74,6 +168,7 @@ pub fn control(subject: &str, payload: &[u8]) -> Result<Control, String> {
             CancelBuild {
                 build_id: id.clone(),
                 by: None,
+                superseded_by: None,
             },
         )),
         "restart" => Control::Restart(
@@ -253,7 +348,8 @@ mod tests {
             cancel,
             Control::Cancel(CancelBuild {
                 build_id: id.clone(),
-                by: None
+                by: None,
+                superseded_by: None,
             })
         );
         let approve = serde_json::to_vec(&ApproveBuild {
@@ -280,6 +376,49 @@ mod tests {
         let new = serde_json::to_vec(&record).expect("json");
         let again: BuildRecord = serde_json::from_slice(&new).expect("a new record");
         assert_eq!(again.queued, record.queued);
+    }
+
+    #[test]
+    fn given_auto_cancel_policies_then_lanes_of_pull_requests_branches_never_tags() {
+        let sha = hermes_schemas::ids::CommitSha::parse(&"a".repeat(40)).expect("sha");
+        let push = |git_ref: &str| {
+            Queued::minimal(
+                3,
+                hermes_schemas::TriggerEvent::Push,
+                git_ref,
+                sha.clone(),
+                "https://github.com/o/r.git",
+            )
+        };
+        let pr = Queued {
+            pull_request: Some(7),
+            ..Queued::minimal(
+                3,
+                hermes_schemas::TriggerEvent::PullRequest,
+                "refs/pull/7/head",
+                sha.clone(),
+                "https://github.com/o/r.git",
+            )
+        };
+        let default = AutoCancel::default();
+        let all = AutoCancel::parse("pull_requests,branches").expect("valid");
+        let off = AutoCancel::parse("off").expect("valid");
+        assert_eq!(lane(&pr, default).as_deref(), Some("pr.7"));
+        assert_eq!(lane(&push("refs/heads/main"), default), None);
+        assert_eq!(
+            lane(&push("refs/heads/main"), all).as_deref(),
+            Some("branch.refs/heads/main")
+        );
+        assert_eq!(lane(&push("refs/tags/v1"), all), None);
+        assert_eq!(lane(&pr, off), None);
+        let restarted = Queued {
+            restarted_from: Some(BuildId::parse("b1").expect("id")),
+            ..pr.clone()
+        };
+        assert_eq!(lane(&restarted, all), None);
+        assert!(AutoCancel::parse("sometimes").is_err());
+        assert_eq!(all.as_str(), "pull_requests,branches");
+        assert!(supersedes(4, 3) && !supersedes(3, 4) && !supersedes(3, 3));
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct SchedulerConfig {
     pub pool: String,
     /// What to do with pull requests from forks.
     pub fork_policy: ForkPolicy,
+    /// Which older builds a newer one cancels.
+    pub auto_cancel: decide::AutoCancel,
 }
 
 impl SchedulerConfig {
@@ -68,6 +70,7 @@ impl SchedulerConfig {
         Self {
             pool: pool.into(),
             fork_policy: ForkPolicy::default(),
+            auto_cancel: decide::AutoCancel::default(),
         }
     }
 }
@@ -120,6 +123,7 @@ pub async fn run(
     tracing::info!(
         pool = %config.pool,
         fork_pull_requests = config.fork_policy.as_str(),
+        auto_cancel = config.auto_cancel.as_str(),
         "Scheduler started."
     );
     let scheduler = Scheduler { bus, store, config };
@@ -266,6 +270,7 @@ impl Scheduler {
             OffsetDateTime::now_utc(),
             BuildEvent::Finished(Finished {
                 canceled_by: c.by.clone(),
+                superseded_by: c.superseded_by.clone(),
                 ..Finished::with_status(BuildStatus::Canceled)
             }),
         );
@@ -444,6 +449,71 @@ impl Scheduler {
             Some(why) => tracing::info!(number, why, "Build queued; it waits for approval."),
             None => tracing::info!(number, "Build queued."),
         }
+        if let Some(lane) = decide::lane(&record.queued, self.config.auto_cancel) {
+            self.supersede(&build_id, &record, &lane).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes `build_id` its lane's newest build and cancels the one it replaces, when that one
+    /// is older and has not ended: a cancel request like a user's, naming the newer build, which
+    /// this scheduler (for a queued build) or the runner holding it (for a running one) carries
+    /// out. Done again after a crash, it finds itself the newest already and does nothing.
+    async fn supersede(
+        &self,
+        build_id: &BuildId,
+        record: &BuildRecord,
+        lane: &str,
+    ) -> Result<(), SchedulerError> {
+        let key = decide::lane_key(&record.repo, lane);
+        let head = decide::LaneHead {
+            build: build_id.clone(),
+            number: record.queued.number,
+        };
+        let value = serde_json::to_vec(&head).map_err(records)?;
+        let older = loop {
+            match self.store.entry(&key).await.map_err(records)? {
+                None => match self.store.create(&key, value.clone().into()).await {
+                    Ok(_) => break None,
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(records(e)),
+                },
+                Some(entry) => {
+                    let was: decide::LaneHead =
+                        serde_json::from_slice(&entry.value).map_err(records)?;
+                    if !decide::supersedes(head.number, was.number) {
+                        // This build, or a newer one, is the lane's head already.
+                        return Ok(());
+                    }
+                    match self
+                        .store
+                        .update(&key, value.clone().into(), entry.revision)
+                        .await
+                    {
+                        Ok(_) => break Some(was.build),
+                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                        Err(e) => return Err(records(e)),
+                    }
+                }
+            }
+        };
+        let Some(older) = older else { return Ok(()) };
+        if self.ownership(&record.repo, &older).await?.ended {
+            return Ok(());
+        }
+        let cancel = CancelBuild {
+            build_id: older.clone(),
+            by: None,
+            superseded_by: Some(build_id.clone()),
+        };
+        self.bus
+            .publish_json(
+                subjects::cancel(&older),
+                &format!("cancel.{older}.superseded"),
+                &cancel,
+            )
+            .await?;
+        tracing::info!(superseded = %older, lane, "Canceling the build this one supersedes.");
         Ok(())
     }
 

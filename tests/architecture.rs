@@ -208,3 +208,60 @@ fn escaping_paths_are_found_and_paths_inside_are_not() {
         0
     );
 }
+
+/// **`compose.yaml` is true to what it says**: `docker-compose config` accepts it, its NATS is the
+/// version the tests run (`scripts/install-nats-server`), every Hermes service asks for three
+/// copies of each stream and knows all three servers, the runner's name is fixed (its crash
+/// cleanup needs it), and one entry point (the proxy on 8080) is the only published port.
+#[test]
+fn compose_is_valid_and_agrees_with_what_is_tested() {
+    let out = std::process::Command::new("docker-compose")
+        .args(["-f", "compose.yaml", "config"])
+        .current_dir(root())
+        .env("HERMES_GITHUB_WEBHOOK_SECRET", "compose-check")
+        .output()
+        .expect("docker-compose (Debian's docker-compose package) runs");
+    assert!(
+        out.status.success(),
+        "docker-compose config refused compose.yaml:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_slice(&out.stdout).expect("the configuration as YAML");
+    let services = config["services"].as_mapping().expect("services");
+    let pinned = std::fs::read_to_string(root().join("scripts/install-nats-server"))
+        .expect("the install script")
+        .lines()
+        .find_map(|l| l.strip_prefix("NATS_SERVER_VERSION=\""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("the pinned version")
+        .to_owned();
+    let mut published = Vec::new();
+    for (name, service) in services {
+        let name = name.as_str().expect("a name");
+        let image = service["image"].as_str().unwrap_or_default();
+        if name.starts_with("nats-") {
+            assert_eq!(image, format!("nats:{pinned}-alpine"), "{name}");
+        }
+        if image == "hermes:local" {
+            let env = &service["environment"];
+            assert_eq!(env["HERMES_STREAM_REPLICAS"].as_str(), Some("3"), "{name}");
+            assert_eq!(
+                env["NATS_URL"].as_str().map(|u| u.split(',').count()),
+                Some(3),
+                "{name}"
+            );
+        }
+        if let Some(ports) = service["ports"].as_sequence() {
+            published.extend(ports.iter().map(|p| format!("{name}: {p:?}")));
+        }
+    }
+    let runner = &services[&serde_yaml_ng::Value::from("runner")];
+    assert_eq!(runner["hostname"].as_str(), Some("runner-1"));
+    assert_eq!(
+        runner["environment"]["HERMES_RUNNER_NAME"].as_str(),
+        Some("runner-1")
+    );
+    assert_eq!(published.len(), 1, "one entry point: {published:?}");
+    assert!(published[0].starts_with("proxy: "), "{published:?}");
+}

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -39,6 +39,10 @@ pub fn routes() -> Router<Shared> {
 pub const BODY_BUDGET_MIB: usize = 256;
 /// How long a delivery may wait for room in the budget before it is answered 503.
 pub const BUDGET_WAIT: Duration = Duration::from_secs(5);
+/// How long a delivery is tried again while the client is connected but JetStream refuses it
+/// (a leader election after a lost node) before it is answered 503; well inside GitHub's 10 s.
+pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(4);
+const PUBLISH_RETRY: Duration = Duration::from_millis(200);
 /// How long a client may take to send a delivery and be answered, before a 408.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -231,11 +235,31 @@ async fn accept(
         .format(&Rfc3339)
         .unwrap_or_default();
     nats_headers.insert(wh::RECEIVED_AT, HeaderValue::from(now.as_str()));
-    let published = state
-        .bus
-        .publish_batched(subjects::webhook(delivery.event), &key, Some(nats_headers), json)
-        .await
-        .map_err(|e| match e {
+    // A cluster that is electing a stream leader (a node was lost) refuses publishes for a few
+    // seconds while the client stays connected: try again, with the same message id (so a
+    // publish that was stored after all is not stored twice), for a while before answering 503.
+    let subject = subjects::webhook(delivery.event);
+    let patience = Instant::now() + PUBLISH_PATIENCE;
+    let published = loop {
+        let tried = state
+            .bus
+            .publish_batched(
+                subject.clone(),
+                &key,
+                Some(nats_headers.clone()),
+                json.clone(),
+            )
+            .await;
+        match tried {
+            Err(BusError::Unavailable(_))
+                if Instant::now() < patience && state.bus.is_connected() =>
+            {
+                tokio::time::sleep(PUBLISH_RETRY).await;
+            }
+            other => break other,
+        }
+    };
+    let published = published.map_err(|e| match e {
             BusError::TooLarge(_) => GatewayError::TooLarge(MAX_BODY),
             BusError::Unavailable(ref m) => {
                 tracing::warn!(delivery = %key, error = %m, "Recording a delivery failed: NATS unavailable.");

@@ -14,6 +14,7 @@
 //! Benchmarks are not tests: nothing in `cargo test` asserts a time.
 
 pub mod build;
+pub mod concurrent;
 pub mod cpu;
 pub mod dispatch;
 pub mod idle_memory;
@@ -41,6 +42,7 @@ pub const SCENARIOS: &[&str] = &[
     "query",
     "log-download",
     "build",
+    "concurrent-builds",
     "idle-memory",
 ];
 
@@ -360,6 +362,7 @@ async fn run_all(scenarios: &[&'static str]) -> Vec<Figure> {
             "query" => query::run().await,
             "log-download" => log_download::run().await,
             "build" => build::run().await,
+            "concurrent-builds" => concurrent::run().await,
             "idle-memory" => idle_memory::run().await,
             other => Err(anyhow::anyhow!("no scenario {other}")),
         };

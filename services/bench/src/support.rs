@@ -690,6 +690,15 @@ pub struct Hermes {
 
 impl Hermes {
     pub async fn start(dir: &Path, clone_allow: Vec<String>) -> anyhow::Result<Self> {
+        Self::start_with(dir, clone_allow, 1).await
+    }
+
+    /// As [`Hermes::start`], with a runner that runs up to `concurrency` builds at once.
+    pub async fn start_with(
+        dir: &Path,
+        clone_allow: Vec<String>,
+        concurrency: usize,
+    ) -> anyhow::Result<Self> {
         let nats = Nats::start(dir).await?;
         let store = hermes_projector::Store::open(&dir.join("projector").join("read-model.redb"))
             .context("opening the read model")?;
@@ -708,12 +717,13 @@ impl Hermes {
                 tracing::error!(error = %e, "Scheduler failed.");
             }
         }));
-        let config = hermes_runner::RunnerConfig::new(
+        let mut config = hermes_runner::RunnerConfig::new(
             "bench-runner".into(),
             hermes_schemas::subjects::DEFAULT_POOL.into(),
             dir.join("runner"),
             clone_allow,
         );
+        config.concurrency = concurrency;
         let (b, s) = (bus.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = hermes_runner::run(b, config, s).await {

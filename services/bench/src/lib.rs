@@ -17,8 +17,10 @@ pub mod build;
 pub mod concurrent;
 pub mod cpu;
 pub mod dispatch;
+pub mod history;
 pub mod idle_memory;
 pub mod ingest;
+pub mod ingest_deployed;
 pub mod live_tail;
 pub mod log_download;
 pub mod logs;
@@ -35,11 +37,13 @@ use serde::Serialize;
 /// Every scenario, in the order `hermes bench` runs them.
 pub const SCENARIOS: &[&str] = &[
     "ingest",
+    "ingest-deployed",
     "dispatch",
     "logs",
     "live-tail",
     "replay",
     "query",
+    "history",
     "log-download",
     "build",
     "concurrent-builds",
@@ -355,11 +359,13 @@ async fn run_all(scenarios: &[&'static str]) -> Vec<Figure> {
         let started = std::time::Instant::now();
         let result = match name {
             "ingest" => ingest::run().await,
+            "ingest-deployed" => ingest_deployed::run().await,
             "dispatch" => dispatch::run().await,
             "logs" => logs::run().await,
             "live-tail" => live_tail::run().await,
             "replay" => replay::run().await,
             "query" => query::run().await,
+            "history" => history::run().await,
             "log-download" => log_download::run().await,
             "build" => build::run().await,
             "concurrent-builds" => concurrent::run().await,

@@ -1,0 +1,216 @@
+//! Cost as history grows: the read model at 10,000, 100,000 and 1,000,000 builds, each with its
+//! log (10 lines of 80 bytes in one `log.lines` event, as a runner publishes a burst), in 100
+//! repositories. For each size, from a fresh `nats-server` and streams filled with the events:
+//!
+//! - replay from zero: a fresh projector folds both streams until both checkpoints reach the end;
+//! - the read model's bytes per build (the redb file after the replay);
+//! - the process's resident memory after the replay, against before it (the projector is the only
+//!   thing that grew in between; the events were published and dropped before);
+//! - `GET /api/builds/{id}` of a random build and the first page of `?repo=` of a random
+//!   repository, with Debian's `wrk` (2 threads, 64 connections, 5 s after 1 s of warm-up).
+//!
+//! Targets: query p99 ≤ 5 ms at every size; memory and per-build bytes flat in the number of
+//! builds; replay time linear (the figures show it; the ratio to the 10,000-build run is a detail).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hermes_schemas::{Envelope, subjects};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::query::{Wrk, run_wrk};
+use crate::replay::{REPOS, build_id, event_json, publish_all, repo};
+use crate::support::{self, Nats};
+use crate::{Figure, Target};
+
+pub const SIZES: [u64; 3] = [10_000, 100_000, 1_000_000];
+const LINES: u64 = 10;
+const CONNECTIONS: usize = 64;
+const SECONDS: u64 = 5;
+const LIMIT: Duration = Duration::from_secs(1800);
+
+pub async fn run() -> anyhow::Result<Vec<Figure>> {
+    if support::run("sh", &["-c", "command -v wrk"], None)
+        .await
+        .is_err()
+    {
+        return Ok(vec![Figure::skipped(
+            "history.get.p99",
+            "ms",
+            Some(Target::AtMost(5.0)),
+            "wrk is not installed (apt-get install wrk)".into(),
+        )]);
+    }
+    let mut figures = Vec::new();
+    let mut first_replay: Option<f64> = None;
+    for n in SIZES {
+        let mut f = one(n).await.with_context(|| format!("{n} builds"))?;
+        let replay = f
+            .iter()
+            .find(|x| x.scenario.ends_with(".replay_seconds"))
+            .and_then(|x| x.value);
+        if let (Some(r), Some(first)) = (replay, first_replay) {
+            for x in f.iter_mut().filter(|x| x.scenario.ends_with(".replay_seconds")) {
+                x.details.insert(
+                    "per_build_against_10k".into(),
+                    json!((r / n as f64) / (first / SIZES[0] as f64)),
+                );
+            }
+        }
+        first_replay = first_replay.or(replay);
+        figures.append(&mut f);
+    }
+    Ok(figures)
+}
+
+async fn one(n: u64) -> anyhow::Result<Vec<Figure>> {
+    let dir = support::scratch(&format!("history-{n}"))?;
+    let nats = Nats::start(dir.path()).await?;
+    let time = "2026-01-01T00:00:00.123456Z";
+    let publish_start = Instant::now();
+    let (b1, b2) = (nats.bus.clone(), nats.bus.clone());
+    let builds = tokio::spawn(async move {
+        publish_all(
+            &b1,
+            (0..n)
+                .flat_map(|i| ["queued", "started", "finished"].map(move |k| (i, k)))
+                .map(move |(i, k)| {
+                    let e: Envelope =
+                        serde_json::from_value(event_json(i, k, time)).expect("a bench event");
+                    let bytes = serde_json::to_vec(&e).expect("JSON");
+                    (e.subject(), e.id, bytes)
+                }),
+        )
+        .await
+    });
+    let logs = tokio::spawn(async move {
+        publish_all(
+            &b2,
+            (0..n).map(move |i| {
+                let lines: Vec<_> = (1..=LINES)
+                    .map(|l| {
+                        json!({"time": time, "stream": "stdout",
+                            "text": format!("{i:07} {l:03} Step 3/4 : RUN make -j2 all && make check  ---> Running in 0123456789")})
+                    })
+                    .collect();
+                let v = json!({
+                    "type": "log.lines", "version": 1,
+                    "build_id": build_id(i), "repo": repo(i), "attempt": 1,
+                    "first_line": 1, "lines": lines,
+                });
+                let r = hermes_schemas::RepoName::parse(&repo(i)).expect("valid repo");
+                let b = hermes_schemas::BuildId::parse(&build_id(i)).expect("valid id");
+                (
+                    subjects::log(&r, &b),
+                    format!("{}.1.log.1", build_id(i)),
+                    v.to_string().into_bytes(),
+                )
+            }),
+        )
+        .await
+    });
+    let last_builds = builds.await.context("publishing builds")??;
+    let last_logs = logs.await.context("publishing logs")??;
+    let publish_secs = publish_start.elapsed().as_secs_f64();
+    eprintln!("hermes bench:   history: {n} builds published in {publish_secs:.1} s");
+
+    let pid = std::process::id();
+    let rss_before = support::rss_bytes(pid).unwrap_or(0);
+    let path = dir.path().join("read-model.redb");
+    let store = hermes_projector::Store::open(&path).context("opening the read model")?;
+    let shutdown = CancellationToken::new();
+    let start = Instant::now();
+    let (b, s, st) = (nats.bus.clone(), shutdown.clone(), store.clone());
+    let projector = tokio::spawn(async move { hermes_projector::run(b, st, s).await });
+    loop {
+        let b = store.checkpoint(subjects::BUILDS_STREAM)?;
+        let l = store.checkpoint(subjects::LOGS_STREAM)?;
+        if b >= last_builds && l >= last_logs {
+            break;
+        }
+        if start.elapsed() > LIMIT {
+            bail!("the replay did not end within {LIMIT:?} (builds at {b}, logs at {l})");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let replay_secs = start.elapsed().as_secs_f64();
+    let rss_after = support::rss_bytes(pid).unwrap_or(0);
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+
+    let router = hermes_projector::api::router(store, nats.bus.clone(), shutdown.clone())
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let addr = support::serve(router, shutdown.clone()).await?;
+    let get_script = dir.path().join("get.lua");
+    let list_script = dir.path().join("list.lua");
+    tokio::fs::write(
+        &get_script,
+        format!(
+            "request = function()\n  return wrk.format(\"GET\", string.format(\"/api/builds/bench-%06d\", math.random(0, {})))\nend\n",
+            n - 1
+        ),
+    )
+    .await?;
+    tokio::fs::write(
+        &list_script,
+        format!(
+            "request = function()\n  return wrk.format(\"GET\", string.format(\"/api/builds?repo=bench/repo-%02d\", math.random(0, {})))\nend\n",
+            REPOS - 1
+        ),
+    )
+    .await?;
+    let mut http = support::Http::connect(addr).await?;
+    let probe = build_id(n / 2);
+    let (status, _) = http.get(&format!("/api/builds/{probe}")).await?;
+    anyhow::ensure!(status == 200, "GET {probe}: {status}");
+    drop(http);
+    let get = measure(addr, &get_script).await?;
+    let list = measure(addr, &list_script).await?;
+    shutdown.cancel();
+    if let Err(e) = projector.await {
+        tracing::debug!(error = %e, "Projector task ended.");
+    }
+    nats.stop().await;
+
+    let name = |what: &str| format!("history.{n}.{what}");
+    let method = format!(
+        "{n} builds in {REPOS} repositories (queued, started, finished; {LINES} log lines in one log.lines event each); a fresh projector folds both streams from sequence 0; wrk -t{} -c{CONNECTIONS} -d{SECONDS}s --latency after 1 s of warm-up, a random build / repository a request",
+        crate::query::WRK_THREADS
+    );
+    Ok(vec![
+        Figure::new(&name("replay_seconds"), replay_secs, "s")
+            .detail("events", n * 3 + n)
+            .detail("events_per_s", (n * 4) as f64 / replay_secs)
+            .detail("publish_seconds", publish_secs)
+            .detail("method", method),
+        Figure::new(&name("bytes_per_build"), bytes as f64 / n as f64, "B")
+            .detail("read_model_bytes", bytes),
+        Figure::new(
+            &name("projector_rss_growth"),
+            rss_after.saturating_sub(rss_before) as f64 / (1024.0 * 1024.0),
+            "MiB",
+        )
+        .detail("rss_before_mib", rss_before as f64 / (1024.0 * 1024.0))
+        .detail("rss_after_mib", rss_after as f64 / (1024.0 * 1024.0)),
+        Figure::new(&name("get.throughput"), get.requests_per_sec, "req/s"),
+        Figure::new(&name("get.p99"), get.p99_ms, "ms")
+            .target(Target::AtMost(5.0))
+            .detail("p50_ms", get.p50_ms)
+            .detail("p90_ms", get.p90_ms),
+        Figure::new(&name("list.throughput"), list.requests_per_sec, "req/s"),
+        Figure::new(&name("list.p99"), list.p99_ms, "ms")
+            .target(Target::AtMost(5.0))
+            .detail("p50_ms", list.p50_ms)
+            .detail("p90_ms", list.p90_ms),
+    ])
+}
+
+async fn measure(addr: std::net::SocketAddr, script: &Path) -> anyhow::Result<Wrk> {
+    run_wrk(addr, script, 1, CONNECTIONS, &[]).await?;
+    let (w, out) = run_wrk(addr, script, SECONDS, CONNECTIONS, &[]).await?;
+    if w.non_2xx > 0 {
+        bail!("{} answers were not 2xx:\n{out}", w.non_2xx);
+    }
+    Ok(w)
+}

@@ -1,0 +1,379 @@
+//! Webhook ingest through `hermes up` as users deploy it: the `hermes` binary started as a process
+//! of its own with every service running (gateway, scheduler, projector, one runner), fed a
+//! realistic mix of signed deliveries (of every ten: seven pushes, two pull requests, one star that
+//! builds nothing), 64 concurrent keep-alive connections. Every push and pull request makes a
+//! build, which the scheduler numbers and queues and the runner takes (its clone is refused at
+//! once: the clone allow list admits nothing, so the runner's work is the engine's, not git's).
+//!
+//! The yardstick is JetStream publish (awaiting the ack) of the same bytes with the same headers,
+//! in the same mix, at the same concurrency, on the same server, in the same run. While the raw
+//! side runs, `hermes up` is stopped (SIGSTOP), so the raw side has the machine to itself; while
+//! Hermes runs, its scheduler, runner and projector work through what the deliveries made, as
+//! they would in production. The sides take turns, each round from an empty webhook stream.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hermes_nats::{Bus, HeaderMap, HeaderValue};
+use hermes_schemas::{subjects, webhook as wh};
+use hyper::StatusCode;
+
+use crate::support::{self, Delivery, Http, Nats, Percentiles};
+use crate::{Figure, Target};
+
+const CONNECTIONS: usize = crate::ingest::CONNECTIONS;
+const ROUND: Duration = Duration::from_secs(5);
+const ROUNDS: usize = 2;
+
+/// One kind of delivery of the mix.
+#[derive(Clone)]
+struct Kind {
+    event: &'static str,
+    delivery: Delivery,
+}
+
+/// Ten deliveries: seven pushes, two pull requests, one star.
+fn mix() -> anyhow::Result<Vec<Kind>> {
+    let kind = |event, fixture: &str| -> anyhow::Result<Kind> {
+        Ok(Kind {
+            event,
+            delivery: Delivery::new(support::fixture(fixture)?),
+        })
+    };
+    let push = kind("push", support::PUSH_FIXTURE)?;
+    let pr = kind("pull_request", "pull_request/synchronize.json")?;
+    let star = kind("star", "star/created.json")?;
+    let mut all = vec![push; 7];
+    all.extend([pr.clone(), pr, star]);
+    Ok(all)
+}
+
+/// `hermes up`, a process of its own.
+struct Up {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+}
+
+impl Up {
+    async fn start(nats: &Nats, dir: &Path) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let log = std::fs::File::create(dir.join("hermes-up.log"))?;
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("up")
+            .env("NATS_URL", nats.url())
+            .env("HERMES_DATA_DIR", dir.join("data"))
+            .env("HERMES_LISTEN", addr.to_string())
+            .env("HERMES_GITHUB_WEBHOOK_SECRET", support::SECRET)
+            .env("HERMES_RUNNERS", "1")
+            .env("HERMES_RUNNER_NAME", "bench")
+            // Admits no clone: every build ends `errored` at its checkout, at once.
+            .env("HERMES_CLONE_ALLOW", "file:///nothing-is-cloned-here/")
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting hermes up")?;
+        let up = Self { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut http) = Http::connect(addr).await
+                && let Ok((StatusCode::OK, _)) = http.get("/healthz").await
+            {
+                return Ok(up);
+            }
+            if Instant::now() > deadline {
+                bail!("hermes up did not answer /healthz within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("hermes up has exited")?;
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "kill {sig} {pid} failed");
+        Ok(())
+    }
+
+    async fn stop(mut self) {
+        self.signal("-CONT").ok();
+        self.signal("-TERM").ok();
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            self.child.kill().await.ok();
+        }
+    }
+}
+
+#[derive(Default)]
+struct Load {
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    first_error: Option<String>,
+}
+
+impl Load {
+    fn add(&mut self, other: Load) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.elapsed = self.elapsed.max(other.elapsed);
+        self.latencies.extend(other.latencies);
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// A side's figures over its rounds.
+#[derive(Default)]
+struct Side {
+    ok: u64,
+    errors: u64,
+    seconds: f64,
+    latencies: Vec<Duration>,
+    first_error: Option<String>,
+    rates: Vec<f64>,
+}
+
+impl Side {
+    fn add(&mut self, l: Load) {
+        let rate = l.ok as f64 / l.elapsed.as_secs_f64().max(1e-9);
+        self.rates.push(rate);
+        self.ok += l.ok;
+        self.errors += l.errors;
+        self.seconds += l.elapsed.as_secs_f64();
+        self.latencies.extend(l.latencies);
+        if self.first_error.is_none() {
+            self.first_error = l.first_error;
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.seconds.max(1e-9)
+    }
+}
+
+pub async fn run() -> anyhow::Result<Vec<Figure>> {
+    let dir = support::scratch("ingest-deployed")?;
+    let nats = Nats::start(dir.path()).await?;
+    let mix = mix()?;
+    let up = Up::start(&nats, dir.path()).await?;
+    let result = rounds(&nats.bus, &up, &mix).await;
+    up.stop().await;
+    nats.stop().await;
+    let (mut hermes, mut raw) = result?;
+    let hp = Percentiles::of(&mut hermes.latencies).context("no Hermes samples")?;
+    let rp = Percentiles::of(&mut raw.latencies).context("no raw samples")?;
+    let rates = hermes
+        .rates
+        .iter()
+        .zip(&raw.rates)
+        .map(|(h, r)| format!("{h:.0}/{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let bytes: usize = mix.iter().map(|k| k.delivery.bytes.len()).sum();
+    let method = format!(
+        "`hermes up` (gateway, scheduler, projector, 1 runner) as a process of its own; deliveries of every 10: 7 {} , 2 pull_request/synchronize.json, 1 star/created.json ({} bytes on average), signed, each with its own delivery id; in-process client, {CONNECTIONS} keep-alive connections; {ROUNDS} rounds of {} s per side alternating, each from an empty stream; raw: JetStream publish of the same bytes and headers in the same mix, awaiting the ack, {CONNECTIONS} tasks, with `hermes up` stopped (SIGSTOP)",
+        support::PUSH_FIXTURE,
+        bytes / mix.len(),
+        ROUND.as_secs()
+    );
+    Ok(vec![
+        Figure::new("ingest_deployed.throughput", hermes.rate(), "deliveries/s")
+            .target(Target::AtLeast(5000.0))
+            .raw(raw.rate())
+            .ratio_target(Target::AtLeast(0.5))
+            .detail("accepted", hermes.ok)
+            .detail("errors", hermes.errors)
+            .detail("first_error", hermes.first_error.clone())
+            .detail("raw_errors", raw.errors)
+            .detail("rounds_hermes_raw", rates)
+            .detail("method", method),
+        Figure::new("ingest_deployed.p99", support::ms(hp.p99), "ms")
+            .target(Target::AtMost(25.0))
+            .raw(support::ms(rp.p99))
+            .detail("p50_ms", support::ms(hp.p50))
+            .detail("p90_ms", support::ms(hp.p90))
+            .detail("raw_p50_ms", support::ms(rp.p50)),
+    ])
+}
+
+async fn rounds(bus: &Bus, up: &Up, mix: &[Kind]) -> anyhow::Result<(Side, Side)> {
+    // Warm-up: connections, the gateway's first deliveries, the services' first builds.
+    let warm = http_load(up.addr, mix.to_vec(), Duration::from_secs(1), "warm".into()).await?;
+    anyhow::ensure!(
+        warm.ok > 0,
+        "hermes up accepted nothing while warming up: {}",
+        warm.first_error.unwrap_or_default()
+    );
+    let (mut hermes, mut raw) = (Side::default(), Side::default());
+    for round in 0..ROUNDS {
+        emptied(bus).await?;
+        up.signal("-STOP")?;
+        let r = raw_load(bus, mix, ROUND, format!("raw{round}")).await;
+        up.signal("-CONT")?;
+        raw.add(r);
+        emptied(bus).await?;
+        let h = http_load(up.addr, mix.to_vec(), ROUND, format!("h{round}")).await?;
+        hermes.add(h);
+    }
+    Ok((hermes, raw))
+}
+
+async fn emptied(bus: &Bus) -> anyhow::Result<()> {
+    bus.raw_jetstream()
+        .get_stream(subjects::WEBHOOKS_STREAM)
+        .await
+        .context("the webhook stream")?
+        .purge()
+        .await
+        .context("purging the webhook stream")?;
+    Ok(())
+}
+
+/// `CONNECTIONS` connections posting the mix for `dur`, from a thread and runtime of their own.
+async fn http_load(
+    addr: SocketAddr,
+    mix: Vec<Kind>,
+    dur: Duration,
+    tag: String,
+) -> anyhow::Result<Load> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-load".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("load runtime")
+                .and_then(|rt| rt.block_on(http_load_on(addr, mix, dur, tag)));
+            if tx.send(result).is_err() {
+                tracing::debug!("Load result not awaited.");
+            }
+        })
+        .context("starting the load thread")?;
+    rx.await.context("the load thread died")?
+}
+
+async fn http_load_on(
+    addr: SocketAddr,
+    mix: Vec<Kind>,
+    dur: Duration,
+    tag: String,
+) -> anyhow::Result<Load> {
+    let mut conns = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        conns.push(Http::connect(addr).await?);
+    }
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, mut http) in conns.into_iter().enumerate() {
+        let (mix, tag) = (mix.clone(), tag.clone());
+        tasks.spawn(async move {
+            let mut load = Load::default();
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                let kind = &mix[(c + n) % mix.len()];
+                n += 1;
+                let req = http.delivery(kind.event, &format!("{tag}-{c}-{n}"), &kind.delivery);
+                let t = Instant::now();
+                match http.call(req).await {
+                    Ok((status, _)) if status.is_success() => {
+                        load.ok += 1;
+                        load.latencies.push(t.elapsed());
+                    }
+                    Ok((status, body)) => {
+                        load.errors += 1;
+                        load.first_error.get_or_insert_with(|| {
+                            format!("{status}: {}", String::from_utf8_lossy(&body))
+                        });
+                    }
+                    Err(e) => {
+                        load.errors += 1;
+                        load.first_error.get_or_insert_with(|| format!("{e:#}"));
+                        break;
+                    }
+                }
+            }
+            load.elapsed = start.elapsed();
+            load
+        });
+    }
+    let mut total = Load::default();
+    while let Some(done) = tasks.join_next().await {
+        total.add(done.context("a load task panicked")?);
+    }
+    Ok(total)
+}
+
+/// The same mix published straight to JetStream by `CONNECTIONS` tasks.
+async fn raw_load(bus: &Bus, mix: &[Kind], dur: Duration, tag: String) -> Load {
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..CONNECTIONS {
+        let (bus, mix, tag) = (bus.clone(), mix.to_vec(), tag.clone());
+        tasks.spawn(async move {
+            let mut load = Load::default();
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                let kind = &mix[(c + n) % mix.len()];
+                n += 1;
+                let id = format!("{tag}-{c}-{n}");
+                let mut headers = HeaderMap::new();
+                headers.insert(wh::EVENT, HeaderValue::from(kind.event));
+                headers.insert(wh::DELIVERY, HeaderValue::from(id.as_str()));
+                headers.insert(wh::HOOK_ID, HeaderValue::from(support::HOOK_ID));
+                headers.insert(wh::RECEIVED_AT, HeaderValue::from("2026-01-01T00:00:00Z"));
+                let key = wh::delivery_key(support::HOOK_ID, &id);
+                let t = Instant::now();
+                match bus
+                    .publish(
+                        subjects::webhook(kind.event),
+                        &key,
+                        Some(headers),
+                        kind.delivery.bytes.clone(),
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        load.ok += 1;
+                        load.latencies.push(t.elapsed());
+                    }
+                    Err(e) => {
+                        load.errors += 1;
+                        load.first_error.get_or_insert_with(|| e.to_string());
+                    }
+                }
+            }
+            load.elapsed = start.elapsed();
+            load
+        });
+    }
+    let mut total = Load::default();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(l) => total.add(l),
+            Err(e) => {
+                total.errors += 1;
+                total.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    total
+}

@@ -52,7 +52,10 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             .find(|x| x.scenario.ends_with(".replay_seconds"))
             .and_then(|x| x.value);
         if let (Some(r), Some(first)) = (replay, first_replay) {
-            for x in f.iter_mut().filter(|x| x.scenario.ends_with(".replay_seconds")) {
+            for x in f
+                .iter_mut()
+                .filter(|x| x.scenario.ends_with(".replay_seconds"))
+            {
                 x.details.insert(
                     "per_build_against_10k".into(),
                     json!((r / n as f64) / (first / SIZES[0] as f64)),

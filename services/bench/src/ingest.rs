@@ -293,7 +293,7 @@ end
 }
 
 /// One `wrk` round of `dur`; the answers and the time it ran.
-async fn wrk_load(
+pub(crate) async fn wrk_load(
     addr: SocketAddr,
     script: &Path,
     dur: Duration,

@@ -64,6 +64,7 @@ pub fn event_json(i: u64, kind: &str, time: &str) -> serde_json::Value {
                 "commit": format!("{:040x}", i + 1),
                 "clone_url": format!("https://github.com/{}.git", repo(i)),
                 "delivery": format!("{}:replay-{i}", support::HOOK_ID),
+                "private": false,
             }),
         ),
         "started" => (1, json!({"runner": "bench-runner"})),
@@ -72,7 +73,9 @@ pub fn event_json(i: u64, kind: &str, time: &str) -> serde_json::Value {
     let id = build_id(i);
     json!({
         "id": format!("{id}.{attempt}.{kind}"),
-        "version": 1,
+        // `build.queued` version 2 says whether the repository is private (these are public, so
+        // the API shows them to anyone); the others are at version 1.
+        "version": if kind == "queued" { 2 } else { 1 },
         "time": time,
         "build_id": id,
         "repo": repo(i),

@@ -2,7 +2,6 @@
 //! the server's memory is not Hermes's), `VmRSS` of the `hermes` process sampled every 100 ms for
 //! 5 s after `/healthz` answered and 1 s of settling.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -15,19 +14,9 @@ use crate::{Figure, Target};
 const SETTLE: Duration = Duration::from_secs(1);
 const SAMPLE_FOR: Duration = Duration::from_secs(5);
 
-/// `$HERMES_BIN`, else `hermes` beside this program.
-fn hermes_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("HERMES_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.with_file_name("hermes");
-    p.is_file().then_some(p)
-}
-
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let target = Target::AtMost(50.0);
-    let Some(bin) = hermes_bin() else {
+    let Some(bin) = support::hermes_bin() else {
         return Ok(vec![Figure::skipped(
             "idle_memory.rss",
             "MiB",

@@ -29,17 +29,25 @@ const ROUND: Duration = Duration::from_secs(5);
 const ROUNDS: usize = 2;
 const WARMUP: Duration = Duration::from_secs(1);
 
+/// One kind of delivery a load sends: its event and signed body.
+#[derive(Clone)]
+pub(crate) struct Kind {
+    pub event: &'static str,
+    pub delivery: Delivery,
+}
+
+/// What one side's load got: answers, time, latencies.
 #[derive(Default)]
-struct Load {
-    ok: u64,
-    errors: u64,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-    first_error: Option<String>,
+pub(crate) struct Load {
+    pub ok: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latencies: Vec<Duration>,
+    pub first_error: Option<String>,
 }
 
 impl Load {
-    fn add(&mut self, other: Load) {
+    pub fn add(&mut self, other: Load) {
         self.ok += other.ok;
         self.errors += other.errors;
         self.elapsed += other.elapsed;
@@ -49,7 +57,7 @@ impl Load {
         }
     }
 
-    fn rate(&self) -> f64 {
+    pub fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
@@ -63,7 +71,11 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let addr = support::serve(router, shutdown.clone()).await?;
 
-    let warm = http_load(addr, delivery.clone(), WARMUP, "warm".into()).await?;
+    let push = vec![Kind {
+        event: "push",
+        delivery: delivery.clone(),
+    }];
+    let warm = http_load(addr, push.clone(), WARMUP, "warm".into()).await?;
     anyhow::ensure!(
         warm.ok > 0,
         "the gateway accepted nothing while warming up: {}",
@@ -91,7 +103,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     };
     for round in 0..ROUNDS {
         let before = CpuTimes::now(nats_pid);
-        let r = raw_load(&nats.bus, &delivery, ROUND, format!("raw{round}")).await;
+        let r = raw_load(&nats.bus, &push, ROUND, format!("raw{round}")).await;
         measured(before, &mut raw_cpu);
         let raw_rate = r.rate();
         raw.add(r);
@@ -100,7 +112,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         let h = if with_wrk {
             hermes.add_wrk(wrk_load(addr, &script, ROUND, &format!("r{round}")).await?)
         } else {
-            let h = http_load(addr, delivery.clone(), ROUND, format!("r{round}")).await?;
+            let h = http_load(addr, push.clone(), ROUND, format!("r{round}")).await?;
             let rate = h.rate();
             hermes.load.add(h);
             rate
@@ -314,9 +326,11 @@ pub(crate) async fn wrk_load(
 
 /// `CONNECTIONS` connections posting the delivery for `dur`, from a thread and runtime of their
 /// own (as a separate load generator would be).
-async fn http_load(
+/// `CONNECTIONS` connections posting the kinds of `mix` in turn for `dur`, each delivery with its
+/// own id, from a thread and runtime of their own (as a separate load generator would be).
+pub(crate) async fn http_load(
     addr: SocketAddr,
-    delivery: Delivery,
+    mix: Vec<Kind>,
     dur: Duration,
     tag: String,
 ) -> anyhow::Result<Load> {
@@ -328,7 +342,7 @@ async fn http_load(
                 .enable_all()
                 .build()
                 .context("load runtime")
-                .and_then(|rt| rt.block_on(http_load_on(addr, delivery, dur, tag)));
+                .and_then(|rt| rt.block_on(http_load_on(addr, mix, dur, tag)));
             if tx.send(result).is_err() {
                 tracing::debug!("Load result not awaited.");
             }
@@ -339,7 +353,7 @@ async fn http_load(
 
 async fn http_load_on(
     addr: SocketAddr,
-    delivery: Delivery,
+    mix: Vec<Kind>,
     dur: Duration,
     tag: String,
 ) -> anyhow::Result<Load> {
@@ -351,16 +365,19 @@ async fn http_load_on(
     let deadline = start + dur;
     let mut tasks = tokio::task::JoinSet::new();
     for (c, mut http) in conns.into_iter().enumerate() {
-        let (delivery, tag) = (delivery.clone(), tag.clone());
+        let (mix, tag) = (mix.clone(), tag.clone());
         tasks.spawn(async move {
             let mut load = Load::default();
-            let mut n = 0u64;
+            let mut n = 0usize;
             while Instant::now() < deadline {
+                let kind = &mix[(c + n) % mix.len()];
                 n += 1;
-                let req = http.delivery("push", &format!("{tag}-{c}-{n}"), &delivery);
+                let req = http.delivery(kind.event, &format!("{tag}-{c}-{n}"), &kind.delivery);
                 let t = Instant::now();
                 match http.call(req).await {
-                    Ok((StatusCode::ACCEPTED, _)) => {
+                    Ok((status, _))
+                        if status == StatusCode::ACCEPTED || status == StatusCode::OK =>
+                    {
                         load.ok += 1;
                         load.latencies.push(t.elapsed());
                     }
@@ -388,28 +405,34 @@ async fn http_load_on(
     Ok(total)
 }
 
-/// The same bytes and headers published straight to JetStream by `CONNECTIONS` tasks.
-async fn raw_load(bus: &Bus, delivery: &Delivery, dur: Duration, tag: String) -> Load {
+/// The same kinds, bytes and headers published straight to JetStream by `CONNECTIONS` tasks.
+pub(crate) async fn raw_load(bus: &Bus, mix: &[Kind], dur: Duration, tag: String) -> Load {
     let start = Instant::now();
     let deadline = start + dur;
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..CONNECTIONS {
-        let (bus, body, tag) = (bus.clone(), delivery.bytes.clone(), tag.clone());
+        let (bus, mix, tag) = (bus.clone(), mix.to_vec(), tag.clone());
         tasks.spawn(async move {
             let mut load = Load::default();
-            let mut n = 0u64;
+            let mut n = 0usize;
             while Instant::now() < deadline {
+                let kind = &mix[(c + n) % mix.len()];
                 n += 1;
                 let id = format!("{tag}-{c}-{n}");
                 let mut headers = HeaderMap::new();
-                headers.insert(wh::EVENT, HeaderValue::from("push"));
+                headers.insert(wh::EVENT, HeaderValue::from(kind.event));
                 headers.insert(wh::DELIVERY, HeaderValue::from(id.as_str()));
                 headers.insert(wh::HOOK_ID, HeaderValue::from(support::HOOK_ID));
                 headers.insert(wh::RECEIVED_AT, HeaderValue::from("2026-01-01T00:00:00Z"));
                 let key = wh::delivery_key(support::HOOK_ID, &id);
                 let t = Instant::now();
                 match bus
-                    .publish(subjects::webhook("push"), &key, Some(headers), body.clone())
+                    .publish(
+                        subjects::webhook(kind.event),
+                        &key,
+                        Some(headers),
+                        kind.delivery.bytes.clone(),
+                    )
                     .await
                 {
                     Ok(_) => {

@@ -16,23 +16,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hermes_nats::{Bus, HeaderMap, HeaderValue};
-use hermes_schemas::{subjects, webhook as wh};
+use hermes_nats::Bus;
+use hermes_schemas::subjects;
 use hyper::StatusCode;
 
+use crate::ingest::{Kind, Load, http_load, raw_load};
 use crate::support::{self, Delivery, Http, Nats, Percentiles};
 use crate::{Figure, Target};
 
 const CONNECTIONS: usize = crate::ingest::CONNECTIONS;
 const ROUND: Duration = Duration::from_secs(5);
 const ROUNDS: usize = 2;
-
-/// One kind of delivery of the mix.
-#[derive(Clone)]
-struct Kind {
-    event: &'static str,
-    delivery: Delivery,
-}
 
 /// Ten deliveries: seven pushes, two pull requests, one star.
 fn mix() -> anyhow::Result<Vec<Kind>> {
@@ -119,7 +113,10 @@ impl Up {
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let log = std::fs::File::create(dir.join("hermes-up.log"))?;
-        let child = tokio::process::Command::new(std::env::current_exe()?)
+        let bin = support::hermes_bin().context(
+            "no hermes binary beside this one; build it (cargo build --release -p hermes) or set HERMES_BIN",
+        )?;
+        let child = tokio::process::Command::new(bin)
             .arg("up")
             .env("NATS_URL", nats.url())
             .env("HERMES_DATA_DIR", dir.join("data"))
@@ -169,27 +166,6 @@ impl Up {
             .is_err()
         {
             self.child.kill().await.ok();
-        }
-    }
-}
-
-#[derive(Default)]
-struct Load {
-    ok: u64,
-    errors: u64,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-    first_error: Option<String>,
-}
-
-impl Load {
-    fn add(&mut self, other: Load) {
-        self.ok += other.ok;
-        self.errors += other.errors;
-        self.elapsed = self.elapsed.max(other.elapsed);
-        self.latencies.extend(other.latencies);
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
         }
     }
 }
@@ -351,137 +327,4 @@ async fn emptied(bus: &Bus) -> anyhow::Result<()> {
         .await
         .context("purging the webhook stream")?;
     Ok(())
-}
-
-/// `CONNECTIONS` connections posting the mix for `dur`, from a thread and runtime of their own.
-async fn http_load(
-    addr: SocketAddr,
-    mix: Vec<Kind>,
-    dur: Duration,
-    tag: String,
-) -> anyhow::Result<Load> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("bench-load".into())
-        .spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("load runtime")
-                .and_then(|rt| rt.block_on(http_load_on(addr, mix, dur, tag)));
-            if tx.send(result).is_err() {
-                tracing::debug!("Load result not awaited.");
-            }
-        })
-        .context("starting the load thread")?;
-    rx.await.context("the load thread died")?
-}
-
-async fn http_load_on(
-    addr: SocketAddr,
-    mix: Vec<Kind>,
-    dur: Duration,
-    tag: String,
-) -> anyhow::Result<Load> {
-    let mut conns = Vec::with_capacity(CONNECTIONS);
-    for _ in 0..CONNECTIONS {
-        conns.push(Http::connect(addr).await?);
-    }
-    let start = Instant::now();
-    let deadline = start + dur;
-    let mut tasks = tokio::task::JoinSet::new();
-    for (c, mut http) in conns.into_iter().enumerate() {
-        let (mix, tag) = (mix.clone(), tag.clone());
-        tasks.spawn(async move {
-            let mut load = Load::default();
-            let mut n = 0usize;
-            while Instant::now() < deadline {
-                let kind = &mix[(c + n) % mix.len()];
-                n += 1;
-                let req = http.delivery(kind.event, &format!("{tag}-{c}-{n}"), &kind.delivery);
-                let t = Instant::now();
-                match http.call(req).await {
-                    Ok((status, _)) if status.is_success() => {
-                        load.ok += 1;
-                        load.latencies.push(t.elapsed());
-                    }
-                    Ok((status, body)) => {
-                        load.errors += 1;
-                        load.first_error.get_or_insert_with(|| {
-                            format!("{status}: {}", String::from_utf8_lossy(&body))
-                        });
-                    }
-                    Err(e) => {
-                        load.errors += 1;
-                        load.first_error.get_or_insert_with(|| format!("{e:#}"));
-                        break;
-                    }
-                }
-            }
-            load.elapsed = start.elapsed();
-            load
-        });
-    }
-    let mut total = Load::default();
-    while let Some(done) = tasks.join_next().await {
-        total.add(done.context("a load task panicked")?);
-    }
-    Ok(total)
-}
-
-/// The same mix published straight to JetStream by `CONNECTIONS` tasks.
-async fn raw_load(bus: &Bus, mix: &[Kind], dur: Duration, tag: String) -> Load {
-    let start = Instant::now();
-    let deadline = start + dur;
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..CONNECTIONS {
-        let (bus, mix, tag) = (bus.clone(), mix.to_vec(), tag.clone());
-        tasks.spawn(async move {
-            let mut load = Load::default();
-            let mut n = 0usize;
-            while Instant::now() < deadline {
-                let kind = &mix[(c + n) % mix.len()];
-                n += 1;
-                let id = format!("{tag}-{c}-{n}");
-                let mut headers = HeaderMap::new();
-                headers.insert(wh::EVENT, HeaderValue::from(kind.event));
-                headers.insert(wh::DELIVERY, HeaderValue::from(id.as_str()));
-                headers.insert(wh::HOOK_ID, HeaderValue::from(support::HOOK_ID));
-                headers.insert(wh::RECEIVED_AT, HeaderValue::from("2026-01-01T00:00:00Z"));
-                let key = wh::delivery_key(support::HOOK_ID, &id);
-                let t = Instant::now();
-                match bus
-                    .publish(
-                        subjects::webhook(kind.event),
-                        &key,
-                        Some(headers),
-                        kind.delivery.bytes.clone(),
-                    )
-                    .await
-                {
-                    Ok(_) => {
-                        load.ok += 1;
-                        load.latencies.push(t.elapsed());
-                    }
-                    Err(e) => {
-                        load.errors += 1;
-                        load.first_error.get_or_insert_with(|| e.to_string());
-                    }
-                }
-            }
-            load.elapsed = start.elapsed();
-            load
-        });
-    }
-    let mut total = Load::default();
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(l) => total.add(l),
-            Err(e) => {
-                total.errors += 1;
-                total.first_error.get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
-    total
 }

@@ -33,6 +33,17 @@ pub const FIXTURE_REPO: &str = "ada-dev/hello-hermes";
 /// The image every Dockerfile of the benchmarks starts from, made locally (nothing is pulled).
 pub const BASE_IMAGE: &str = "hermes-bench-base:latest";
 
+/// The `hermes` binary for scenarios that run it as users do: `$HERMES_BIN`, else `hermes` beside
+/// this program (which is `hermes` itself under `hermes bench`).
+pub fn hermes_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HERMES_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.with_file_name("hermes");
+    p.is_file().then_some(p)
+}
+
 /// A scratch directory for one scenario: under `$HERMES_BENCH_DIR` when set, else the system's.
 pub fn scratch(name: &str) -> anyhow::Result<tempfile::TempDir> {
     let prefix = format!("hermes-bench-{name}-");

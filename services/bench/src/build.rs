@@ -58,7 +58,8 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     ])
 }
 
-fn median(v: &[f64]) -> f64 {
+/// The median of `v` (NaN when empty).
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     match s.len() {

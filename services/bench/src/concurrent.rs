@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use futures::future::try_join_all;
 use tokio::process::Command;
 
-use crate::build::dockerfile;
+use crate::build::{dockerfile, median};
 use crate::support::{self, Delivery, GitRepo, Hermes, Http};
 use crate::{Figure, Target};
 
@@ -51,16 +51,6 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
                 ),
             ),
     ])
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }
 
 async fn rounds(hermes: &Hermes, dir: &std::path::Path) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {

@@ -101,13 +101,6 @@ fn sender(
     })
 }
 
-fn is_final(b: &Value) -> bool {
-    matches!(
-        b["status"].as_str(),
-        Some("succeeded" | "failed" | "errored" | "canceled")
-    )
-}
-
 /// Every build a projector serves, newest first, and each one's whole document.
 fn answers(p: &Hermes) -> Vec<Value> {
     p.get_json("/api/builds?limit=1000")

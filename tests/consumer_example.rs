@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use serde_json::Value;
 use support::*;
 
 struct Watcher {
@@ -74,24 +73,6 @@ impl Drop for Watcher {
     }
 }
 
-fn push(hermes: &Hermes, dockerfile: &str, delivery: &str) -> (String, Repo) {
-    let repo = Repo::new(&[("Hermes.yaml", HERMES_YAML), ("Dockerfile", dockerfile)]);
-    let r = hermes.deliver("push", delivery, &push_for(&repo));
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().expect("answer")["build"]
-        .as_str()
-        .expect("build id")
-        .to_owned();
-    (id, repo)
-}
-
-fn is_final(b: &Value) -> bool {
-    matches!(
-        b["status"].as_str(),
-        Some("succeeded" | "failed" | "errored" | "canceled")
-    )
-}
-
 /// `d.d` seconds out of "… in 1.2 s (…".
 fn duration_of(line: &str) -> f64 {
     let after = line.split(" in ").nth(1).expect("a duration");
@@ -112,7 +93,7 @@ fn the_example_consumer_prints_each_finished_build_and_resumes_after_a_restart()
     hermes.get_json("/api/builds");
 
     let watcher = Watcher::start(&nats.url());
-    let (ok, _r1) = push(
+    let (ok, _r1) = push_build(
         &hermes,
         "FROM hermes-test-base:latest\nRUN sleep 2 && echo fine\n",
         "d-watch-1",
@@ -132,7 +113,7 @@ fn the_example_consumer_prints_each_finished_build_and_resumes_after_a_restart()
         "the build slept 2 s, so it took at least that: {line}"
     );
 
-    let (bad, _r2) = push(
+    let (bad, _r2) = push_build(
         &hermes,
         "FROM hermes-test-base:latest\nRUN exit 3\n",
         "d-watch-2",
@@ -145,7 +126,7 @@ fn the_example_consumer_prints_each_finished_build_and_resumes_after_a_restart()
 
     // Down while a build finishes: the durable consumer hands it over after the restart.
     drop(watcher);
-    let (missed, _r3) = push(
+    let (missed, _r3) = push_build(
         &hermes,
         "FROM hermes-test-base:latest\nRUN echo while nobody watched\n",
         "d-watch-3",

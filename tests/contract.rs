@@ -58,13 +58,6 @@ fn push(c: &Hermes, dockerfile: Option<&str>, yaml: &str, delivery: &str) -> (St
     (id, repo)
 }
 
-fn is_final(b: &Value) -> bool {
-    matches!(
-        b["status"].as_str(),
-        Some("succeeded" | "failed" | "errored" | "canceled")
-    )
-}
-
 #[test]
 fn every_message_real_builds_publish_validates_against_its_schema() {
     base_image();

@@ -11,24 +11,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
-fn build(hermes: &Hermes, dockerfile: &str, delivery: &str) -> (String, Repo) {
-    let repo = Repo::new(&[("Hermes.yaml", HERMES_YAML), ("Dockerfile", dockerfile)]);
-    let r = hermes.deliver("push", delivery, &push_for(&repo));
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().expect("answer")["build"]
-        .as_str()
-        .expect("build id")
-        .to_owned();
-    (id, repo)
-}
-
-fn is_final(b: &Value) -> bool {
-    matches!(
-        b["status"].as_str(),
-        Some("succeeded" | "failed" | "errored" | "canceled")
-    )
-}
-
 #[test]
 fn audit_tail_replay_export_and_import_work_on_a_real_installation() {
     base_image();
@@ -36,17 +18,17 @@ fn audit_tail_replay_export_and_import_work_on_a_real_installation() {
     let data = tempfile::tempdir().expect("tempdir");
     let hermes = Hermes::up(&nats.url(), data.path());
 
-    let (ok, _r1) = build(
+    let (ok, _r1) = push_build(
         &hermes,
         "FROM hermes-test-base:latest\nRUN echo fine\n",
         "d-ev-1",
     );
-    let (bad, _r2) = build(
+    let (bad, _r2) = push_build(
         &hermes,
         "FROM hermes-test-base:latest\nRUN echo no && exit 3\n",
         "d-ev-2",
     );
-    let (long, _r3) = build(
+    let (long, _r3) = push_build(
         &hermes,
         "FROM hermes-test-base:latest\nRUN echo started && sleep 60\n",
         "d-ev-3",

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use support::*;
 
 /// `hermes up --runners 0` (gateway, scheduler, projector) plus separate `hermes runner` processes.
@@ -72,27 +71,6 @@ impl Cluster {
                 .and_then(|b| b["id"].as_str().map(str::to_owned))
         })
     }
-}
-
-/// Waits until build `id` runs and its log shows the container's first line (`started`).
-fn running_after_start(core: &Hermes, id: &str) -> Value {
-    core.wait_build(
-        id,
-        Duration::from_secs(60),
-        "the build to run its step",
-        |b| b["status"] == "running" && core.log_of(id).contains("started\n"),
-    )
-}
-
-fn is_final(b: &Value) -> bool {
-    matches!(
-        b["status"].as_str(),
-        Some("succeeded" | "failed" | "errored" | "canceled")
-    )
-}
-
-fn repo_with(dockerfile: &str) -> Repo {
-    Repo::new(&[("Hermes.yaml", HERMES_YAML), ("Dockerfile", dockerfile)])
 }
 
 fn signal(pid: u32, sig: &str) {

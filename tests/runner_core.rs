@@ -125,27 +125,6 @@ impl Cluster {
     }
 }
 
-fn repo_with(dockerfile: &str) -> Repo {
-    Repo::new(&[("Hermes.yaml", HERMES_YAML), ("Dockerfile", dockerfile)])
-}
-
-/// Waits until build `id` runs and its log shows the container's first line (`started`).
-fn running_after_start(core: &Hermes, id: &str) -> Value {
-    core.wait_build(
-        id,
-        Duration::from_secs(60),
-        "the build to run its step",
-        |b| b["status"] == "running" && core.log_of(id).contains("started\n"),
-    )
-}
-
-fn is_final(b: &Value) -> bool {
-    matches!(
-        b["status"].as_str(),
-        Some("succeeded" | "failed" | "errored" | "canceled")
-    )
-}
-
 /// Waits until the process has exited, at most `within`; false when it has not.
 fn exits_within(h: &mut Hermes, within: Duration) -> bool {
     wait_until(within, || h.exited())

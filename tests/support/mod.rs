@@ -250,6 +250,42 @@ pub fn push_for(repo: &Repo) -> Vec<u8> {
 
 pub const HERMES_YAML: &str = "name: My super pipeline\nversion: 1.0.0\nschema: docker\n";
 
+/// Whether build `b` (as the API shows it) has ended.
+pub fn is_final(b: &serde_json::Value) -> bool {
+    matches!(
+        b["status"].as_str(),
+        Some("succeeded" | "failed" | "errored" | "canceled")
+    )
+}
+
+/// A repository of one commit: the test pipeline's `Hermes.yaml` and `dockerfile`.
+pub fn repo_with(dockerfile: &str) -> Repo {
+    Repo::new(&[("Hermes.yaml", HERMES_YAML), ("Dockerfile", dockerfile)])
+}
+
+/// Waits until build `id` runs and its log shows the container's first line (`started`).
+pub fn running_after_start(core: &Hermes, id: &str) -> serde_json::Value {
+    core.wait_build(
+        id,
+        Duration::from_secs(60),
+        "the build to run its step",
+        |b| b["status"] == "running" && core.log_of(id).contains("started\n"),
+    )
+}
+
+/// Pushes a new repository of `dockerfile` to `hermes`; the build the answer names, and the
+/// repository (which must outlive the build).
+pub fn push_build(hermes: &Hermes, dockerfile: &str, delivery: &str) -> (String, Repo) {
+    let repo = repo_with(dockerfile);
+    let r = hermes.deliver("push", delivery, &push_for(&repo));
+    assert_eq!(r.status(), 202, "delivery {delivery}");
+    let id = r.json::<serde_json::Value>().expect("answer")["build"]
+        .as_str()
+        .expect("build id")
+        .to_owned();
+    (id, repo)
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)
@@ -663,13 +699,9 @@ impl Hermes {
     /// Waits until the build of `repo` with `number` has a final status, and returns it.
     pub fn wait_final(&self, repo: &str, number: u64) -> serde_json::Value {
         wait_for(Duration::from_secs(120), "a final build status", || {
-            self.builds(repo).into_iter().find(|b| {
-                b["number"] == number
-                    && matches!(
-                        b["status"].as_str(),
-                        Some("succeeded" | "failed" | "errored" | "canceled")
-                    )
-            })
+            self.builds(repo)
+                .into_iter()
+                .find(|b| b["number"] == number && is_final(b))
         })
     }
 

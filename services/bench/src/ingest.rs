@@ -112,10 +112,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         let h = if with_wrk {
             hermes.add_wrk(wrk_load(addr, &script, ROUND, &format!("r{round}")).await?)
         } else {
-            let h = http_load(addr, push.clone(), ROUND, format!("r{round}")).await?;
-            let rate = h.rate();
-            hermes.load.add(h);
-            rate
+            hermes.add_http(http_load(addr, push.clone(), ROUND, format!("r{round}")).await?)
         };
         measured(before, &mut hermes_cpu);
         rates.push(format!("{h:.0}/{raw_rate:.0}"));
@@ -186,16 +183,23 @@ fn cpu_split(cpu: &CpuUse, deliveries: u64, client: Option<&str>) -> String {
 
 /// The Hermes side's figures, from `wrk` rounds or the in-process client.
 #[derive(Default)]
-struct Hermes {
+pub(crate) struct Hermes {
     /// Counts and time; with the in-process client also every latency.
-    load: Load,
+    pub load: Load,
     /// `wrk`: each round's (p50, p90, p99) in ms.
     rounds: Vec<(f64, f64, f64)>,
 }
 
 impl Hermes {
+    /// Adds a round of the in-process client; its rate.
+    pub fn add_http(&mut self, round: Load) -> f64 {
+        let rate = round.rate();
+        self.load.add(round);
+        rate
+    }
+
     /// Adds a `wrk` round; its rate.
-    fn add_wrk(&mut self, (w, elapsed): (crate::query::Wrk, Duration)) -> f64 {
+    pub fn add_wrk(&mut self, (w, elapsed): (crate::query::Wrk, Duration)) -> f64 {
         let round = Load {
             ok: w.requests - w.non_2xx,
             errors: w.non_2xx,
@@ -211,7 +215,7 @@ impl Hermes {
     }
 
     /// (p50, p90, p99) in ms: of every sample, or the worst `wrk` round's.
-    fn percentiles_ms(&mut self) -> anyhow::Result<(f64, f64, f64)> {
+    pub fn percentiles_ms(&mut self) -> anyhow::Result<(f64, f64, f64)> {
         if self.rounds.is_empty() {
             let p = Percentiles::of(&mut self.load.latencies).context("no Hermes samples")?;
             return Ok((support::ms(p.p50), support::ms(p.p90), support::ms(p.p99)));
@@ -246,7 +250,7 @@ async fn settled(bus: &Bus) -> anyhow::Result<u64> {
 /// Purges `HERMES_WEBHOOKS`, so that every round starts from an empty stream: a stream grown by
 /// gigabytes over the earlier rounds (~8.6 KB a delivery) slows the later ones down as the kernel
 /// writes it back to disk, and by more for one side than the other.
-async fn emptied(bus: &Bus) -> anyhow::Result<()> {
+pub(crate) async fn emptied(bus: &Bus) -> anyhow::Result<()> {
     bus.raw_jetstream()
         .get_stream(subjects::WEBHOOKS_STREAM)
         .await

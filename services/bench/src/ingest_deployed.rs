@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hermes_nats::Bus;
-use hermes_schemas::subjects;
 use hyper::StatusCode;
 
-use crate::ingest::{Kind, Load, http_load, raw_load};
+use crate::ingest::{Hermes, Kind, Load, emptied, http_load, raw_load, wrk_load};
 use crate::support::{self, Delivery, Http, Nats, Percentiles};
 use crate::{Figure, Target};
 
@@ -170,61 +169,6 @@ impl Up {
     }
 }
 
-/// A side's figures over its rounds.
-#[derive(Default)]
-struct Side {
-    ok: u64,
-    errors: u64,
-    seconds: f64,
-    latencies: Vec<Duration>,
-    first_error: Option<String>,
-    rates: Vec<f64>,
-    /// `wrk` rounds' (p50, p90, p99) in ms.
-    wrk_rounds: Vec<(f64, f64, f64)>,
-}
-
-impl Side {
-    fn add(&mut self, l: Load) {
-        let rate = l.ok as f64 / l.elapsed.as_secs_f64().max(1e-9);
-        self.rates.push(rate);
-        self.ok += l.ok;
-        self.errors += l.errors;
-        self.seconds += l.elapsed.as_secs_f64();
-        self.latencies.extend(l.latencies);
-        if self.first_error.is_none() {
-            self.first_error = l.first_error;
-        }
-    }
-
-    fn rate(&self) -> f64 {
-        self.ok as f64 / self.seconds.max(1e-9)
-    }
-
-    /// A `wrk` round: its counts, and its percentiles (the worst round's are reported).
-    fn add_wrk(&mut self, w: crate::query::Wrk, elapsed: Duration) {
-        let ok = w.requests - w.non_2xx;
-        self.rates.push(ok as f64 / elapsed.as_secs_f64().max(1e-9));
-        self.ok += ok;
-        self.errors += w.non_2xx;
-        self.seconds += elapsed.as_secs_f64();
-        if (w.non_2xx > 0 || !w.socket_errors.is_empty()) && self.first_error.is_none() {
-            self.first_error = Some(format!("{} non-2xx; {}", w.non_2xx, w.socket_errors));
-        }
-        self.wrk_rounds.push((w.p50_ms, w.p90_ms, w.p99_ms));
-    }
-
-    /// (p50, p90, p99) in ms: of every sample, or the worst `wrk` round's.
-    fn percentiles_ms(&mut self) -> anyhow::Result<(f64, f64, f64)> {
-        if self.wrk_rounds.is_empty() {
-            let p = Percentiles::of(&mut self.latencies).context("no samples")?;
-            return Ok((support::ms(p.p50), support::ms(p.p90), support::ms(p.p99)));
-        }
-        let worst =
-            |f: fn(&(f64, f64, f64)) -> f64| self.wrk_rounds.iter().map(f).fold(f64::NAN, f64::max);
-        Ok((worst(|r| r.0), worst(|r| r.1), worst(|r| r.2)))
-    }
-}
-
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let dir = support::scratch("ingest-deployed")?;
     let nats = Nats::start(dir.path()).await?;
@@ -233,16 +177,9 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let result = rounds(&nats.bus, &up, &mix, dir.path()).await;
     up.stop().await;
     nats.stop().await;
-    let (mut hermes, mut raw, with_wrk) = result?;
+    let (mut hermes, mut raw, rates, with_wrk) = result?;
     let (h50, h90, h99) = hermes.percentiles_ms()?;
     let rp = Percentiles::of(&mut raw.latencies).context("no raw samples")?;
-    let rates = hermes
-        .rates
-        .iter()
-        .zip(&raw.rates)
-        .map(|(h, r)| format!("{h:.0}/{r:.0}"))
-        .collect::<Vec<_>>()
-        .join(" ");
     let bytes: usize = mix.iter().map(|k| k.delivery.bytes.len()).sum();
     let client = if with_wrk {
         format!(
@@ -259,16 +196,20 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         ROUND.as_secs()
     );
     Ok(vec![
-        Figure::new("ingest_deployed.throughput", hermes.rate(), "deliveries/s")
-            .target(Target::AtLeast(5000.0))
-            .raw(raw.rate())
-            .ratio_target(Target::AtLeast(0.5))
-            .detail("accepted", hermes.ok)
-            .detail("errors", hermes.errors)
-            .detail("first_error", hermes.first_error.clone())
-            .detail("raw_errors", raw.errors)
-            .detail("rounds_hermes_raw", rates)
-            .detail("method", method),
+        Figure::new(
+            "ingest_deployed.throughput",
+            hermes.load.rate(),
+            "deliveries/s",
+        )
+        .target(Target::AtLeast(5000.0))
+        .raw(raw.rate())
+        .ratio_target(Target::AtLeast(0.5))
+        .detail("accepted", hermes.load.ok)
+        .detail("errors", hermes.load.errors)
+        .detail("first_error", hermes.load.first_error.clone())
+        .detail("raw_errors", raw.errors)
+        .detail("rounds_hermes_raw", rates.join(" "))
+        .detail("method", method),
         Figure::new("ingest_deployed.p99", h99, "ms")
             .target(Target::AtMost(25.0))
             .raw(support::ms(rp.p99))
@@ -283,7 +224,7 @@ async fn rounds(
     up: &Up,
     mix: &[Kind],
     dir: &Path,
-) -> anyhow::Result<(Side, Side, bool)> {
+) -> anyhow::Result<(Hermes, Load, Vec<String>, bool)> {
     // Warm-up: connections, the gateway's first deliveries, the services' first builds.
     let warm = http_load(up.addr, mix.to_vec(), Duration::from_secs(1), "warm".into()).await?;
     anyhow::ensure!(
@@ -298,33 +239,24 @@ async fn rounds(
     if with_wrk {
         write_wrk_script(&script, dir, mix)?;
     }
-    let (mut hermes, mut raw) = (Side::default(), Side::default());
+    let (mut hermes, mut raw) = (Hermes::default(), Load::default());
+    // Each round's (Hermes, raw) rate, so that the spread shows next to the totals.
+    let mut rates = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
         emptied(bus).await?;
         up.signal("-STOP")?;
         let r = raw_load(bus, mix, ROUND, format!("raw{round}")).await;
         up.signal("-CONT")?;
+        let raw_rate = r.rate();
         raw.add(r);
         emptied(bus).await?;
-        if with_wrk {
-            let (w, elapsed) =
-                crate::ingest::wrk_load(up.addr, &script, ROUND, &format!("h{round}")).await?;
-            hermes.add_wrk(w, elapsed);
+        let tag = format!("h{round}");
+        let rate = if with_wrk {
+            hermes.add_wrk(wrk_load(up.addr, &script, ROUND, &tag).await?)
         } else {
-            let h = http_load(up.addr, mix.to_vec(), ROUND, format!("h{round}")).await?;
-            hermes.add(h);
-        }
+            hermes.add_http(http_load(up.addr, mix.to_vec(), ROUND, tag).await?)
+        };
+        rates.push(format!("{rate:.0}/{raw_rate:.0}"));
     }
-    Ok((hermes, raw, with_wrk))
-}
-
-async fn emptied(bus: &Bus) -> anyhow::Result<()> {
-    bus.raw_jetstream()
-        .get_stream(subjects::WEBHOOKS_STREAM)
-        .await
-        .context("the webhook stream")?
-        .purge()
-        .await
-        .context("purging the webhook stream")?;
-    Ok(())
+    Ok((hermes, raw, rates, with_wrk))
 }

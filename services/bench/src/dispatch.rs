@@ -28,8 +28,22 @@ const WAIT: Duration = Duration::from_secs(10);
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let dir = support::scratch("dispatch")?;
     let nats = Nats::start(dir.path()).await?;
+    let figures = against_raw(&nats.bus, dir.path(), "dispatch", 1, "").await;
+    nats.stop().await;
+    figures
+}
+
+/// Gateway, scheduler and runner in-process on `bus`, against raw publish → receive on a stream of
+/// `replicas`: the figures `<name>.p50` and `<name>.p99`; `setting` is said in the method.
+pub(crate) async fn against_raw(
+    bus: &hermes_nats::Bus,
+    dir: &std::path::Path,
+    name: &str,
+    replicas: usize,
+    setting: &str,
+) -> anyhow::Result<Vec<Figure>> {
     let shutdown = CancellationToken::new();
-    let bus = nats.bus.clone();
+    let bus = bus.clone();
     let router = hermes_gateway::router(support::gateway_state(bus.clone()))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let addr = support::serve(router, shutdown.clone()).await?;
@@ -50,7 +64,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let config = hermes_runner::RunnerConfig::new(
         "bench-runner".into(),
         subjects::DEFAULT_POOL.into(),
-        dir.path().join("runner"),
+        dir.join("runner"),
         Vec::new(),
     );
     let (b, s) = (bus.clone(), shutdown.clone());
@@ -105,19 +119,18 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         task.abort();
     }
 
-    let raw = raw_dispatch(&nats.bus).await?;
-    nats.stop().await;
+    let raw = raw_dispatch(&bus, replicas).await?;
 
     let mut raw_samples = raw;
     let h = Percentiles::of(&mut samples).context("no samples")?;
     let r = Percentiles::of(&mut raw_samples).context("no raw samples")?;
     let o = Percentiles::of(&mut observed).context("no observations")?;
     let method = format!(
-        "{SAMPLES} deliveries one at a time ({WARMUP} warm-up), {} ms apart after each build ended; send time to the runner's build.started time; raw: publish → pull-consumer receive (pull of 1, as the runner pulls)",
+        "{setting}{SAMPLES} deliveries one at a time ({WARMUP} warm-up), {} ms apart after each build ended; send time to the runner's build.started time; raw: publish → pull-consumer receive (pull of 1, as the runner pulls)",
         PAUSE.as_millis()
     );
     Ok(vec![
-        Figure::new("dispatch.p50", support::ms(h.p50), "ms")
+        Figure::new(&format!("{name}.p50"), support::ms(h.p50), "ms")
             .target(Target::AtMost(5.0))
             .raw(support::ms(r.p50))
             .detail("samples", h.n)
@@ -125,7 +138,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             .detail("max_ms", support::ms(h.max))
             .detail("started_seen_by_subscriber_p50_ms", support::ms(o.p50))
             .detail("method", method),
-        Figure::new("dispatch.p99", support::ms(h.p99), "ms")
+        Figure::new(&format!("{name}.p99"), support::ms(h.p99), "ms")
             .target(Target::AtMost(25.0))
             .raw(support::ms(r.p99))
             .detail("raw_max_ms", support::ms(r.max)),
@@ -136,8 +149,9 @@ fn us(v: i128) -> Duration {
     Duration::from_micros(u64::try_from(v).unwrap_or(0))
 }
 
-/// One publish → pull-consumer receive, `WARMUP + SAMPLES` times, on a stream of its own.
-async fn raw_dispatch(bus: &hermes_nats::Bus) -> anyhow::Result<Vec<Duration>> {
+/// One publish → pull-consumer receive, `WARMUP + SAMPLES` times, on a stream of its own with
+/// `replicas`.
+async fn raw_dispatch(bus: &hermes_nats::Bus, replicas: usize) -> anyhow::Result<Vec<Duration>> {
     let s = bus
         .raw_jetstream()
         .create_stream(stream::Config {
@@ -146,6 +160,7 @@ async fn raw_dispatch(bus: &hermes_nats::Bus) -> anyhow::Result<Vec<Duration>> {
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
             duplicate_window: Duration::from_secs(600),
+            num_replicas: replicas,
             ..Default::default()
         })
         .await

@@ -65,9 +65,25 @@ impl Load {
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let dir = support::scratch("ingest")?;
     let nats = Nats::start(dir.path()).await?;
+    let figures = gateway_against_raw(&nats.bus, nats.server.pid(), dir.path(), "ingest", "").await;
+    nats.stop().await;
+    figures
+}
+
+/// The gateway alone, served in-process on `bus`, against raw publishing on the same `bus`: the
+/// figures `<name>.throughput` and `<name>.p99`. `nats_pid` is the server whose CPU time the
+/// figures split out (none on a cluster); `setting` is said in the method.
+pub(crate) async fn gateway_against_raw(
+    bus: &Bus,
+    nats_pid: Option<u32>,
+    dir: &Path,
+    name: &str,
+    setting: &str,
+) -> anyhow::Result<Vec<Figure>> {
     let delivery = Delivery::new(support::fixture(support::PUSH_FIXTURE)?);
     let shutdown = CancellationToken::new();
-    let router = hermes_gateway::router(support::gateway_state(nats.bus.clone()))
+    let _served = shutdown.clone().drop_guard();
+    let router = hermes_gateway::router(support::gateway_state(bus.clone()))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let addr = support::serve(router, shutdown.clone()).await?;
 
@@ -84,17 +100,16 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let with_wrk = support::run("sh", &["-c", "command -v wrk"], None)
         .await
         .is_ok();
-    let script = dir.path().join("ingest.lua");
+    let script = dir.join(format!("{name}.lua"));
     if with_wrk {
-        write_wrk_script(&script, dir.path(), &delivery)?;
+        write_wrk_script(&script, dir, &delivery)?;
     }
     let (mut hermes, mut raw) = (Hermes::default(), Load::default());
     // Each round's (Hermes, raw) rate, so that the spread shows next to the totals.
     let mut rates = Vec::with_capacity(ROUNDS);
     let mut recorded_by_hermes = 0;
-    emptied(&nats.bus).await?;
+    emptied(bus).await?;
     // Where each side's CPU went: (raw, Hermes).
-    let nats_pid = nats.server.pid();
     let (mut raw_cpu, mut hermes_cpu) = (CpuUse::default(), CpuUse::default());
     let measured = |before: Option<CpuTimes>, into: &mut CpuUse| {
         if let Some(used) = cpu::used_since(before, nats_pid) {
@@ -103,11 +118,11 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     };
     for round in 0..ROUNDS {
         let before = CpuTimes::now(nats_pid);
-        let r = raw_load(&nats.bus, &push, ROUND, format!("raw{round}")).await;
+        let r = raw_load(bus, &push, ROUND, format!("raw{round}")).await;
         measured(before, &mut raw_cpu);
         let raw_rate = r.rate();
         raw.add(r);
-        emptied(&nats.bus).await?;
+        emptied(bus).await?;
         let before = CpuTimes::now(nats_pid);
         let h = if with_wrk {
             hermes.add_wrk(wrk_load(addr, &script, ROUND, &format!("r{round}")).await?)
@@ -118,11 +133,9 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         rates.push(format!("{h:.0}/{raw_rate:.0}"));
         // The stream was empty when the round began: what it holds once the answers in flight
         // have landed is what Hermes recorded.
-        recorded_by_hermes += settled(&nats.bus).await?;
-        emptied(&nats.bus).await?;
+        recorded_by_hermes += settled(bus).await?;
+        emptied(bus).await?;
     }
-    shutdown.cancel();
-    nats.stop().await;
 
     let rp = Percentiles::of(&mut raw.latencies).context("no raw samples")?;
     let client = if with_wrk {
@@ -134,31 +147,40 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         format!("in-process hyper client, {CONNECTIONS} keep-alive connections (wrk not installed)")
     };
     let method = format!(
-        "{} of {} bytes ({}), signed, {client}, {ROUNDS} rounds of {} s per side alternating, each from an empty stream; raw: JetStream publish with the gateway's headers and a unique Nats-Msg-Id, awaiting the ack, {CONNECTIONS} tasks",
+        "{setting}{} of {} bytes ({}), signed, {client}, {ROUNDS} rounds of {} s per side alternating, each from an empty stream; raw: JetStream publish with the gateway's headers and a unique Nats-Msg-Id, awaiting the ack, {CONNECTIONS} tasks",
         support::PUSH_FIXTURE,
         delivery.bytes.len(),
         support::FIXTURE_REPO,
         ROUND.as_secs()
     );
     let (p50, p90, p99) = hermes.percentiles_ms()?;
+    let cpu = |f: Figure| {
+        if nats_pid.is_none() {
+            return f;
+        }
+        f.detail(
+            "cpu_us_per_delivery_hermes",
+            cpu_split(&hermes_cpu, hermes.load.ok, with_wrk.then_some("wrk")),
+        )
+        .detail("cpu_us_per_delivery_raw", cpu_split(&raw_cpu, raw.ok, None))
+    };
     Ok(vec![
-        Figure::new("ingest.throughput", hermes.load.rate(), "deliveries/s")
-            .target(Target::AtLeast(5000.0))
-            .raw(raw.rate())
-            .ratio_target(Target::AtLeast(0.5))
-            .detail("accepted", hermes.load.ok)
-            .detail("recorded_in_stream", recorded_by_hermes)
-            .detail("errors", hermes.load.errors)
-            .detail("first_error", hermes.load.first_error.clone())
-            .detail("raw_errors", raw.errors)
-            .detail("rounds_hermes_raw", rates.join(" "))
-            .detail(
-                "cpu_us_per_delivery_hermes",
-                cpu_split(&hermes_cpu, hermes.load.ok, with_wrk.then_some("wrk")),
-            )
-            .detail("cpu_us_per_delivery_raw", cpu_split(&raw_cpu, raw.ok, None))
-            .detail("method", method),
-        Figure::new("ingest.p99", p99, "ms")
+        cpu(Figure::new(
+            &format!("{name}.throughput"),
+            hermes.load.rate(),
+            "deliveries/s",
+        )
+        .target(Target::AtLeast(5000.0))
+        .raw(raw.rate())
+        .ratio_target(Target::AtLeast(0.5))
+        .detail("accepted", hermes.load.ok)
+        .detail("recorded_in_stream", recorded_by_hermes)
+        .detail("errors", hermes.load.errors)
+        .detail("first_error", hermes.load.first_error.clone())
+        .detail("raw_errors", raw.errors)
+        .detail("rounds_hermes_raw", rates.join(" ")))
+        .detail("method", method),
+        Figure::new(&format!("{name}.p99"), p99, "ms")
             .target(Target::AtMost(25.0))
             .raw(support::ms(rp.p99))
             .detail("p50_ms", p50)

@@ -8,12 +8,14 @@
 //! # Layout
 //!
 //! - [`support`]: NATS, serving and calling the HTTP routers, fixtures, Docker, git, RSS.
-//! - one module per scenario: [`ingest`], [`dispatch`], [`logs`], [`live_tail`], [`replay`],
-//!   [`query`], [`log_download`], [`build`], [`idle_memory`].
+//! - one module per scenario: [`ingest`], [`ingest_deployed`], [`dispatch`], [`cluster`] (ingest
+//!   and dispatch on a 3-node cluster), [`logs`], [`live_tail`], [`replay`], [`query`],
+//!   [`history`], [`log_download`], [`build`], [`concurrent`], [`idle_memory`].
 //!
 //! Benchmarks are not tests: nothing in `cargo test` asserts a time.
 
 pub mod build;
+pub mod cluster;
 pub mod concurrent;
 pub mod cpu;
 pub mod dispatch;
@@ -39,6 +41,7 @@ pub const SCENARIOS: &[&str] = &[
     "ingest",
     "ingest-deployed",
     "dispatch",
+    "cluster",
     "logs",
     "live-tail",
     "replay",
@@ -361,6 +364,7 @@ async fn run_all(scenarios: &[&'static str]) -> Vec<Figure> {
             "ingest" => ingest::run().await,
             "ingest-deployed" => ingest_deployed::run().await,
             "dispatch" => dispatch::run().await,
+            "cluster" => cluster::run().await,
             "logs" => logs::run().await,
             "live-tail" => live_tail::run().await,
             "replay" => replay::run().await,

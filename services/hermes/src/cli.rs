@@ -170,6 +170,11 @@ pub struct Common {
     /// `Retry-After`.
     #[arg(long, env = "HERMES_MAX_LIVE_LOGS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_live_logs: u32,
+    /// Memory the projector may hold of its read model file (e.g. `64m`, `1g`); past it, reads
+    /// come from the operating system's page cache. The projector's memory stays about this
+    /// much above its idle size however long the history grows.
+    #[arg(long, env = "HERMES_READ_MODEL_CACHE", default_value = "64m", value_parser = size)]
+    pub read_model_cache: u64,
 }
 
 impl Common {
@@ -194,9 +199,21 @@ fn duration_or_zero(s: &str) -> Result<Duration, String> {
     duration(s)
 }
 
+/// A build's memory in bytes: a [`size`] of at least the 6 MiB Docker allows.
+fn bytes(s: &str) -> Result<u64, String> {
+    let total = size(s)?;
+    // The engine refuses less than 6 MiB.
+    if total < 6 << 20 {
+        return Err(format!(
+            "{s:?} is less than the 6m the Docker engine allows"
+        ));
+    }
+    Ok(total)
+}
+
 /// A size in bytes: a number with an optional `k`, `m`, `g` suffix (binary, as Docker reads
 /// them), e.g. `512m`.
-fn bytes(s: &str) -> Result<u64, String> {
+fn size(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
     let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -213,16 +230,8 @@ fn bytes(s: &str) -> Result<u64, String> {
         "g" => 1 << 30,
         _ => return Err(format!("{s:?} is not a size such as 512m or 4g")),
     };
-    let total = n
-        .checked_mul(scale)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
-    // The engine refuses less than 6 MiB.
-    if total < 6 << 20 {
-        return Err(format!(
-            "{s:?} is less than the 6m the Docker engine allows"
-        ));
-    }
-    Ok(total)
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn cpus(s: &str) -> Result<f64, String> {
@@ -308,4 +317,22 @@ pub struct UpArgs {
     /// How many runners to start in this process (0: none; start them with `hermes runner`).
     #[arg(long, env = "HERMES_RUNNERS", default_value_t = 1)]
     pub runners: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bytes, size};
+
+    #[test]
+    fn sizes_read_binary_suffixes_and_a_build_needs_6m() {
+        assert_eq!(size("64m"), Ok(64 << 20));
+        assert_eq!(size("1G"), Ok(1 << 30));
+        assert_eq!(size("512kb"), Ok(512 << 10));
+        assert_eq!(size("4096"), Ok(4096));
+        assert!(size("lots").is_err());
+        assert!(size("3t").is_err());
+        assert!(size("99999999999999g").is_err());
+        assert_eq!(bytes("6m"), Ok(6 << 20));
+        assert!(bytes("5m").expect_err("under 6m").contains("6m"));
+    }
 }

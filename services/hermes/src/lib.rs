@@ -4,12 +4,14 @@
 //!
 //! - [`cli`]: the command line (one `clap` struct, each option with an environment fallback).
 //! - [`services`]: starting each service, alone or all together in one process.
+//! - [`priority`]: `hermes up`'s background runtime (scheduler, fold, notifier at a lower priority).
 //! - [`telemetry`]: `tracing` setup.
 //! - [`events`]: `hermes events …`, the event log as a tool.
 
 pub mod cli;
 pub mod events;
 pub mod openapi;
+pub mod priority;
 pub mod services;
 pub mod telemetry;
 

@@ -1,7 +1,6 @@
 //! Starting the services: each alone (`hermes gateway` …) or all in one process (`hermes up`).
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -463,13 +462,15 @@ fn gateway_state(
     }
 }
 
-fn open_read_model(data_dir: &Path) -> anyhow::Result<hermes_projector::ReadModel> {
-    let path = data_dir.join("projector").join("read-model.redb");
-    let model = hermes_projector::ReadModel::open(&path)
+fn open_read_model(common: &Common) -> anyhow::Result<hermes_projector::ReadModel> {
+    let path = common.data_dir.join("projector").join("read-model.redb");
+    let cache = usize::try_from(common.read_model_cache).unwrap_or(usize::MAX);
+    let model = hermes_projector::ReadModel::open_with_cache(&path, cache)
         .with_context(|| format!("opening the read model {}", path.display()))?;
     let store = model.store();
     tracing::info!(
         path = %path.display(),
+        cache_bytes = cache,
         fold_version = ?store.fold_version(),
         current = hermes_projector::FOLD_VERSION,
         "Opened the read model."
@@ -560,24 +561,32 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         data_dir = %common.data_dir.display(), listen = %common.listen, nats_url = %common.nats_url,
         runners = args.runners, clone_allow = ?common.clone_allow, pool = %common.pool, "Starting Hermes."
     );
-    let model = open_read_model(&common.data_dir)?;
+    let model = open_read_model(common)?;
     let (bus, mut server) = connect_or_start(common).await?;
     let access = access(common, &front, &bus).await?;
+    // Scheduler, fold and notifier at a lower priority than the answers (crate::priority).
+    let background = crate::priority::Background::start().context("starting a runtime")?;
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
     let b = bus.clone();
     let config = scheduler_config(common);
-    tasks.spawn(async move {
-        hermes_scheduler::run(b, config, s)
-            .await
-            .context("scheduler")
-    });
+    tasks.spawn_on(
+        async move {
+            hermes_scheduler::run(b, config, s)
+                .await
+                .context("scheduler")
+        },
+        background.handle(),
+    );
     for config in runners {
         let (b, s) = (bus.clone(), shutdown.clone());
         tasks.spawn(async move { hermes_runner::run(b, config, s).await.context("runner") });
     }
     let (b, s, m) = (bus.clone(), shutdown.clone(), model.clone());
-    tasks.spawn(async move { hermes_projector::run(b, m, s).await.context("projector") });
+    tasks.spawn_on(
+        async move { hermes_projector::run(b, m, s).await.context("projector") },
+        background.handle(),
+    );
     let runners = hermes_projector::api::Runners::default();
     tokio::spawn(queue_gauges(
         bus.clone(),
@@ -588,8 +597,10 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     match notifier {
         Some(config) => {
             let (b, s) = (bus.clone(), shutdown.clone());
-            tasks
-                .spawn(async move { hermes_notifier::run(b, config, s).await.context("notifier") });
+            tasks.spawn_on(
+                async move { hermes_notifier::run(b, config, s).await.context("notifier") },
+                background.handle(),
+            );
         }
         None => tracing::info!(
             "GitHub commit statuses are off: HERMES_GITHUB_TOKEN (--github-token) is not set."
@@ -613,6 +624,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let (listen, s) = (common.listen, shutdown.clone());
     tasks.spawn(async move { serve(listen, app, s).await });
     let result = supervise(tasks, shutdown).await;
+    drop(background);
     flush(&bus).await;
     if let Some(server) = server.as_mut() {
         server.stop(Duration::from_secs(10)).await;
@@ -656,7 +668,7 @@ pub async fn runner(common: Common, shutdown: CancellationToken) -> anyhow::Resu
 pub async fn projector(common: Common, shutdown: CancellationToken) -> anyhow::Result<()> {
     validate(&common)?;
     let front = front(&common, false)?;
-    let model = open_read_model(&common.data_dir)?;
+    let model = open_read_model(&common)?;
     let bus = connect(&common, "hermes-projector").await?;
     let access = access(&common, &front, &bus).await?;
     let mut tasks = JoinSet::new();

@@ -60,7 +60,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use decode::{Decoders, Unreadable};
 pub use read_model::ReadModel;
-pub use store::{Batch, FOLD_VERSION, Flush, Store, StoreError};
+pub use store::{Batch, DEFAULT_CACHE_BYTES, FOLD_VERSION, Flush, Store, StoreError};
 
 /// The most events (log lines) folded in one write transaction, unless one message holds more.
 pub const MAX_BATCH: usize = 4096;
@@ -117,6 +117,7 @@ pub async fn run_with(
         return fold(bus, model, current, options.decoders, shutdown).await;
     };
     let path = model.rebuild_path();
+    let cache_bytes = current.cache_bytes();
     tracing::info!(
         reason = %why,
         from = %current.path().display(),
@@ -131,7 +132,7 @@ pub async fn run_with(
                 }
                 _ => {}
             }
-            Store::open(&path)
+            Store::open_with_cache(&path, cache_bytes)
         })
         .await?,
     );

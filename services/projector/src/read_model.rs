@@ -46,6 +46,12 @@ impl ReadModel {
         Store::open(path).map(Self::from)
     }
 
+    /// Opens the read model file at `path` (created when missing), holding at most `cache_bytes`
+    /// of it in memory; a rebuild's new file gets the same.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        Store::open_with_cache(path, cache_bytes).map(Self::from)
+    }
+
     /// The store the API reads now.
     pub fn store(&self) -> Arc<Store> {
         self.inner.current.load_full()

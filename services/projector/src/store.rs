@@ -189,7 +189,15 @@ pub struct Store {
     path: PathBuf,
     /// The file's fold version when it was opened.
     version: Option<u64>,
+    /// The memory redb may hold of the file (its read cache and write buffer), in bytes.
+    cache_bytes: usize,
 }
+
+/// The memory a read model holds of its file when the operator does not say
+/// (`HERMES_READ_MODEL_CACHE`): redb's own default is 1 GiB, which a projector with a large
+/// history fills, so its memory would grow with the history. Past this, reads come from the
+/// operating system's page cache.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 /// Whether a write transaction reaches the disk before its commit returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,13 +277,22 @@ impl Pages {
 }
 
 impl Store {
-    /// Opens (or creates) the file. A new, empty file is stamped with [`FOLD_VERSION`]; a file
-    /// with content keeps the version it has, which [`Store::rebuild_reason`] compares.
+    /// Opens (or creates) the file, holding at most [`DEFAULT_CACHE_BYTES`] of it in memory.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the file, holding at most `cache_bytes` of it in memory. A new, empty
+    /// file is stamped with [`FOLD_VERSION`]; a file with content keeps the version it has, which
+    /// [`Store::rebuild_reason`] compares.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let db = Database::create(path).map_err(err)?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         let version;
         {
@@ -308,7 +325,13 @@ impl Store {
             pages: Arc::default(),
             path: path.to_owned(),
             version,
+            cache_bytes,
         })
+    }
+
+    /// The memory this store may hold of its file, in bytes.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache_bytes
     }
 
     /// The file this store is.

@@ -2,10 +2,12 @@
 //! log (10 lines of 80 bytes in one `log.lines` event, as a runner publishes a burst), in 100
 //! repositories. For each size, from a fresh `nats-server` and streams filled with the events:
 //!
-//! - replay from zero: a fresh projector folds both streams until both checkpoints reach the end;
+//! - replay from zero: a fresh `hermes projector`, a process of its own as users run it, folds
+//!   both streams until its `/readyz` says it holds both ends;
 //! - the read model's bytes per build (the redb file after the replay);
-//! - the process's resident memory after the replay, against before it (the projector is the only
-//!   thing that grew in between; the events were published and dropped before);
+//! - the projector process's resident memory after the replay and the queries (and at its start,
+//!   and its peak): with the read model's cache bounded (`HERMES_READ_MODEL_CACHE`), it should
+//!   not grow with the number of builds;
 //! - `GET /api/builds/{id}` of a random build and the first page of `?repo=` of a random
 //!   repository, with Debian's `wrk` (2 threads, 64 connections, 5 s after 1 s of warm-up).
 //!
@@ -18,11 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hermes_schemas::{Envelope, subjects};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use crate::query::{Wrk, run_wrk};
 use crate::replay::{REPOS, build_id, event_json, publish_all, repo};
-use crate::support::{self, Nats};
+use crate::support::{self, Nats, Process};
 use crate::{Figure, Target};
 
 pub const SIZES: [u64; 3] = [10_000, 100_000, 1_000_000];
@@ -114,37 +115,55 @@ async fn one(n: u64) -> anyhow::Result<Vec<Figure>> {
         )
         .await
     });
-    let last_builds = builds.await.context("publishing builds")??;
-    let last_logs = logs.await.context("publishing logs")??;
+    builds.await.context("publishing builds")??;
+    logs.await.context("publishing logs")??;
     let publish_secs = publish_start.elapsed().as_secs_f64();
     eprintln!("hermes bench:   history: {n} builds published in {publish_secs:.1} s");
 
-    let pid = std::process::id();
-    let rss_before = support::rss_bytes(pid).unwrap_or(0);
-    let path = dir.path().join("read-model.redb");
-    let store = hermes_projector::Store::open(&path).context("opening the read model")?;
-    let shutdown = CancellationToken::new();
+    // The projector as users run it, a process of its own with the default settings (its read
+    // model cache among them), so that its memory is its own.
+    let env = [
+        ("NATS_URL", nats.url()),
+        (
+            "HERMES_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+        ("RUST_LOG", "warn".into()),
+    ];
     let start = Instant::now();
-    let (b, s, st) = (nats.bus.clone(), shutdown.clone(), store.clone());
-    let projector = tokio::spawn(async move { hermes_projector::run(b, st, s).await });
-    loop {
-        let b = store.checkpoint(subjects::BUILDS_STREAM)?;
-        let l = store.checkpoint(subjects::LOGS_STREAM)?;
-        if b >= last_builds && l >= last_logs {
-            break;
-        }
-        if start.elapsed() > LIMIT {
-            bail!("the replay did not end within {LIMIT:?} (builds at {b}, logs at {l})");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let projector = Process::start(&["projector"], &env, dir.path(), "projector.log").await?;
+    let pid = projector.pid;
+    let rss_before = support::rss_bytes(pid).unwrap_or(0);
+    let addr = projector.addr;
+    // `/readyz` answers 200 once the read model has held both streams' ends (nothing is published
+    // meanwhile, so the first 200 is the end of the replay).
+    let ready = support::wait_for(
+        LIMIT,
+        Duration::from_millis(20),
+        "the replay's end",
+        || async move {
+            let Ok(mut http) = support::Http::connect(addr).await else {
+                return Ok(None);
+            };
+            Ok(matches!(http.get("/readyz").await, Ok((s, _)) if s == 200).then_some(()))
+        },
+    )
+    .await;
+    if let Err(e) = ready {
+        let log = projector.log();
+        projector.stop().await;
+        nats.stop().await;
+        bail!("{e:#}\n{log}");
     }
     let replay_secs = start.elapsed().as_secs_f64();
     let rss_after = support::rss_bytes(pid).unwrap_or(0);
+    let path = dir
+        .path()
+        .join("data")
+        .join("projector")
+        .join("read-model.redb");
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
 
-    let router = hermes_projector::api::router(store, nats.bus.clone(), shutdown.clone())
-        .layer(tower_http::trace::TraceLayer::new_for_http());
-    let addr = support::serve(router, shutdown.clone()).await?;
     let get_script = dir.path().join("get.lua");
     let list_script = dir.path().join("list.lua");
     tokio::fs::write(
@@ -168,19 +187,26 @@ async fn one(n: u64) -> anyhow::Result<Vec<Figure>> {
     let (status, _) = http.get(&format!("/api/builds/{probe}")).await?;
     anyhow::ensure!(status == 200, "GET {probe}: {status}");
     drop(http);
-    let get = measure(addr, &get_script).await?;
-    let list = measure(addr, &list_script).await?;
-    shutdown.cancel();
-    if let Err(e) = projector.await {
-        tracing::debug!(error = %e, "Projector task ended.");
+    let measured = async {
+        Ok::<_, anyhow::Error>((
+            measure(addr, &get_script).await?,
+            measure(addr, &list_script).await?,
+        ))
     }
+    .await;
+    let rss_served = support::rss_bytes(pid).unwrap_or(0);
+    let peak = support::peak_rss_bytes(pid).unwrap_or(0);
+    projector.stop().await;
     nats.stop().await;
+    let (get, list) = measured?;
 
     let name = |what: &str| format!("history.{n}.{what}");
     let method = format!(
-        "{n} builds in {REPOS} repositories (queued, started, finished; {LINES} log lines in one log.lines event each); a fresh projector folds both streams from sequence 0; wrk -t{} -c{CONNECTIONS} -d{SECONDS}s --latency after 1 s of warm-up, a random build / repository a request",
+        "{n} builds in {REPOS} repositories (queued, started, finished; {LINES} log lines in one log.lines event each); a fresh `hermes projector` (a process of its own, default settings: HERMES_READ_MODEL_CACHE {} MiB) folds both streams from sequence 0 until /readyz answers 200; wrk -t{} -c{CONNECTIONS} -d{SECONDS}s --latency after 1 s of warm-up, a random build / repository a request",
+        hermes_projector::DEFAULT_CACHE_BYTES >> 20,
         crate::query::WRK_THREADS
     );
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     Ok(vec![
         Figure::new(&name("replay_seconds"), replay_secs, "s")
             .detail("events", n * 3 + n)
@@ -189,13 +215,11 @@ async fn one(n: u64) -> anyhow::Result<Vec<Figure>> {
             .detail("method", method),
         Figure::new(&name("bytes_per_build"), bytes as f64 / n as f64, "B")
             .detail("read_model_bytes", bytes),
-        Figure::new(
-            &name("projector_rss_growth"),
-            rss_after.saturating_sub(rss_before) as f64 / (1024.0 * 1024.0),
-            "MiB",
-        )
-        .detail("rss_before_mib", rss_before as f64 / (1024.0 * 1024.0))
-        .detail("rss_after_mib", rss_after as f64 / (1024.0 * 1024.0)),
+        Figure::new(&name("projector_rss"), mib(rss_served), "MiB")
+            .detail("at_start_mib", mib(rss_before))
+            .detail("after_replay_mib", mib(rss_after))
+            .detail("peak_mib", mib(peak))
+            .detail("when", "after the replay and the queries"),
         Figure::new(&name("get.throughput"), get.requests_per_sec, "req/s"),
         Figure::new(&name("get.p99"), get.p99_ms, "ms")
             .target(Target::AtMost(5.0))

@@ -2,13 +2,11 @@
 //! the server's memory is not Hermes's), `VmRSS` of the `hermes` process sampled every 100 ms for
 //! 5 s after `/healthz` answered and 1 s of settling.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use tokio::process::Command;
+use anyhow::bail;
 
-use crate::support::{self, Http};
+use crate::support::{self, Process};
 use crate::{Figure, Target};
 
 const SETTLE: Duration = Duration::from_secs(1);
@@ -26,51 +24,23 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     };
     let dir = support::scratch("idle")?;
     let nats = support::Server::start(&dir.path().join("nats")).await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("a free port")?
-        .port();
-    let log_path = dir.path().join("hermes.log");
-    let log = std::fs::File::create(&log_path).context("hermes log")?;
-    let mut child = Command::new(&bin)
-        .args(["up", "--runners", "1", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--nats-url")
-        .arg(nats.url())
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("HERMES_GITHUB_WEBHOOK_SECRET", support::SECRET)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().context("hermes log")?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let pid = child.id().context("hermes pid")?;
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let healthy = support::wait_for(
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        "hermes /healthz",
-        || async move {
-            let Ok(mut http) = Http::connect(addr).await else {
-                return Ok(None);
-            };
-            Ok(http
-                .get("/healthz")
-                .await
-                .ok()
-                .filter(|(s, _)| *s == 200)
-                .map(|_| ()))
-        },
-    )
-    .await;
-    if let Err(e) = healthy {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        child.kill().await.ok();
-        nats.stop().await;
-        bail!("{e:#}\n{log}");
-    }
+    let env = [
+        ("NATS_URL", nats.url()),
+        (
+            "HERMES_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+        ("HERMES_GITHUB_WEBHOOK_SECRET", support::SECRET.into()),
+    ];
+    let hermes =
+        match Process::start(&["up", "--runners", "1"], &env, dir.path(), "hermes.log").await {
+            Ok(p) => p,
+            Err(e) => {
+                nats.stop().await;
+                return Err(e);
+            }
+        };
+    let pid = hermes.pid;
     tokio::time::sleep(SETTLE).await;
     let mut samples = Vec::new();
     let end = Instant::now() + SAMPLE_FOR;
@@ -82,13 +52,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let nats_rss = nats.pid().and_then(support::rss_bytes).unwrap_or(0);
-    support::run("kill", &["-TERM", &pid.to_string()], None).await?;
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
-        child.kill().await.ok();
-    }
+    hermes.stop().await;
     nats.stop().await;
     samples.sort_unstable();
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);

@@ -11,16 +11,14 @@
 //! Hermes runs, its scheduler, runner and projector work through what the deliveries made, as
 //! they would in production. The sides take turns, each round from an empty webhook stream.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use hermes_nats::Bus;
-use hyper::StatusCode;
 
 use crate::ingest::{Hermes, Kind, Load, emptied, http_load, raw_load, wrk_load};
-use crate::support::{self, Delivery, Http, Nats, Percentiles};
+use crate::support::{self, Delivery, Nats, Percentiles, Process};
 use crate::{Figure, Target};
 
 const CONNECTIONS: usize = crate::ingest::CONNECTIONS;
@@ -100,80 +98,28 @@ end
 }
 
 /// `hermes up`, a process of its own.
-struct Up {
-    child: tokio::process::Child,
-    addr: SocketAddr,
-}
-
-impl Up {
-    async fn start(nats: &Nats, dir: &Path) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let log = std::fs::File::create(dir.join("hermes-up.log"))?;
-        let bin = support::hermes_bin().context(
-            "no hermes binary beside this one; build it (cargo build --release -p hermes) or set HERMES_BIN",
-        )?;
-        let child = tokio::process::Command::new(bin)
-            .arg("up")
-            .env("NATS_URL", nats.url())
-            .env("HERMES_DATA_DIR", dir.join("data"))
-            .env("HERMES_LISTEN", addr.to_string())
-            .env("HERMES_GITHUB_WEBHOOK_SECRET", support::SECRET)
-            .env("HERMES_RUNNERS", "1")
-            .env("HERMES_RUNNER_NAME", "bench")
-            // Admits no clone: every build ends `errored` at its checkout, at once.
-            .env("HERMES_CLONE_ALLOW", "file:///nothing-is-cloned-here/")
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting hermes up")?;
-        let up = Self { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(mut http) = Http::connect(addr).await
-                && let Ok((StatusCode::OK, _)) = http.get("/healthz").await
-            {
-                return Ok(up);
-            }
-            if Instant::now() > deadline {
-                bail!("hermes up did not answer /healthz within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn signal(&self, sig: &str) -> anyhow::Result<()> {
-        let pid = self.child.id().context("hermes up has exited")?;
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()?
-            .success();
-        anyhow::ensure!(ok, "kill {sig} {pid} failed");
-        Ok(())
-    }
-
-    async fn stop(mut self) {
-        self.signal("-CONT").ok();
-        self.signal("-TERM").ok();
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .is_err()
-        {
-            self.child.kill().await.ok();
-        }
-    }
+async fn up(nats: &Nats, dir: &Path) -> anyhow::Result<Process> {
+    let env = [
+        ("NATS_URL", nats.url()),
+        ("HERMES_DATA_DIR", dir.join("data").display().to_string()),
+        ("HERMES_GITHUB_WEBHOOK_SECRET", support::SECRET.into()),
+        ("HERMES_RUNNERS", "1".into()),
+        ("HERMES_RUNNER_NAME", "bench".into()),
+        // Admits no clone: every build ends `errored` at its checkout, at once.
+        (
+            "HERMES_CLONE_ALLOW",
+            "file:///nothing-is-cloned-here/".into(),
+        ),
+        ("RUST_LOG", "info".into()),
+    ];
+    Process::start(&["up"], &env, dir, "hermes-up.log").await
 }
 
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let dir = support::scratch("ingest-deployed")?;
     let nats = Nats::start(dir.path()).await?;
     let mix = mix()?;
-    let up = Up::start(&nats, dir.path()).await?;
+    let up = up(&nats, dir.path()).await?;
     let result = rounds(&nats.bus, &up, &mix, dir.path()).await;
     up.stop().await;
     nats.stop().await;
@@ -221,7 +167,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
 
 async fn rounds(
     bus: &Bus,
-    up: &Up,
+    up: &Process,
     mix: &[Kind],
     dir: &Path,
 ) -> anyhow::Result<(Hermes, Load, Vec<String>, bool)> {

@@ -467,8 +467,17 @@ where
 
 /// `VmRSS` of a process in bytes, or `None` once it is gone.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// `VmHWM` (the most resident memory it has had) of a process in bytes.
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
@@ -807,4 +816,101 @@ pub fn build_id_of(delivery: &str) -> String {
 /// API token (the API's commands are not measured).
 pub fn gateway_state(bus: Bus) -> hermes_gateway::GatewayState {
     hermes_gateway::GatewayState::new(bus, Some(hermes_gateway::Secret::new(SECRET)), None)
+}
+
+/// The `hermes` binary as a process of its own (`hermes up`, `hermes projector`, …), as users run
+/// it: its output in `<dir>/<log>`, answering on `addr`, killed when dropped.
+pub struct Process {
+    child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub pid: u32,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `hermes <args>` with `env` (and `HERMES_LISTEN` on a free port) and waits until it
+    /// answers `/healthz` (at most 60 s).
+    pub async fn start(
+        args: &[&str],
+        env: &[(&str, String)],
+        dir: &Path,
+        log: &str,
+    ) -> anyhow::Result<Self> {
+        let bin = hermes_bin().context(
+            "no hermes binary beside this one; build it (cargo build --release -p hermes) or set HERMES_BIN",
+        )?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("a free port")?
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = dir.join(log);
+        let out = std::fs::File::create(&log).context("the hermes log")?;
+        let mut child = Command::new(&bin)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("HERMES_LISTEN", addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().context("the hermes log")?)
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child.id().context("the hermes pid")?;
+        let healthy = wait_for(
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            "hermes /healthz",
+            || async move {
+                let Ok(mut http) = Http::connect(addr).await else {
+                    return Ok(None);
+                };
+                Ok(http
+                    .get("/healthz")
+                    .await
+                    .ok()
+                    .filter(|(s, _)| *s == StatusCode::OK)
+                    .map(|_| ()))
+            },
+        )
+        .await;
+        if let Err(e) = healthy {
+            child.kill().await.ok();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("{e:#}\n{text}");
+        }
+        Ok(Self {
+            child,
+            addr,
+            pid,
+            log,
+        })
+    }
+
+    /// Its output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `sig` (`-STOP`, `-CONT`, …) to it.
+    pub fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.pid.to_string()])
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "kill {sig} {} failed", self.pid);
+        Ok(())
+    }
+
+    /// SIGTERM (after SIGCONT, should it be stopped), then SIGKILL if it has not exited in 30 s.
+    pub async fn stop(mut self) {
+        self.signal("-CONT").ok();
+        self.signal("-TERM").ok();
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            self.child.kill().await.ok();
+        }
+    }
 }

@@ -304,4 +304,20 @@ mod tests {
             Some(stream::RetentionPolicy::WorkQueue)
         );
     }
+
+    #[test]
+    fn the_scheduler_is_handed_the_deliveries_of_the_events_that_build_and_no_other() {
+        let (stream, scheduler) = consumers()
+            .expect("definitions")
+            .into_iter()
+            .find(|(_, c)| c.durable_name.as_deref() == Some(SCHEDULER_CONSUMER))
+            .expect("the scheduler's consumer");
+        assert_eq!(stream, hermes_schemas::subjects::WEBHOOKS_STREAM);
+        let wanted: Vec<String> = hermes_schemas::github::BUILDING_EVENTS
+            .iter()
+            .map(|e| hermes_schemas::subjects::webhook(e))
+            .collect();
+        assert_eq!(scheduler.filter_subjects, wanted);
+        assert_eq!(scheduler.filter_subject, "");
+    }
 }

@@ -242,9 +242,13 @@ pub fn decide(event: &str, body: &[u8]) -> Result<Decision, PayloadError> {
     decide_text(event, text)
 }
 
+/// The events that can start a build: only their deliveries reach the scheduler (its consumer's
+/// filter, `nats/definitions/consumers/HERMES_WEBHOOKS.scheduler.json`, names exactly these).
+pub const BUILDING_EVENTS: [&str; 2] = ["push", "pull_request"];
+
 /// True for the events that can start a build.
 pub fn builds(event: &str) -> bool {
-    matches!(event, "push" | "pull_request")
+    BUILDING_EVENTS.contains(&event)
 }
 
 /// [`decide`] for a body already known to be UTF-8: its strings are not checked again.

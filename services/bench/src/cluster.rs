@@ -43,14 +43,8 @@ async fn measure(cluster: &NatsCluster, dir: &std::path::Path) -> anyhow::Result
         subjects::BUILDS_STREAM,
         subjects::JOBS_STREAM,
     ] {
-        let info = bus
-            .raw_jetstream()
-            .get_stream(stream)
-            .await
-            .with_context(|| format!("the stream {stream}"))?
-            .info()
-            .await
-            .with_context(|| format!("the stream {stream}"))?
+        let info = support::stream_info(&bus, stream)
+            .await?
             .config
             .num_replicas;
         anyhow::ensure!(

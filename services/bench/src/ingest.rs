@@ -137,7 +137,6 @@ pub(crate) async fn gateway_against_raw(
         emptied(bus).await?;
     }
 
-    let rp = Percentiles::of(&mut raw.latencies).context("no raw samples")?;
     let client = if with_wrk {
         format!(
             "wrk -t{} -c{CONNECTIONS} --latency (Lua: a unique X-GitHub-Delivery per request); p99 the worst round's",
@@ -153,19 +152,32 @@ pub(crate) async fn gateway_against_raw(
         support::FIXTURE_REPO,
         ROUND.as_secs()
     );
+    let mut figures = figures(name, &mut hermes, &mut raw, &rates, method)?;
+    let details = &mut figures[0].details;
+    details.insert("recorded_in_stream".into(), recorded_by_hermes.into());
+    if nats_pid.is_some() {
+        let client = with_wrk.then_some("wrk");
+        let split = cpu_split(&hermes_cpu, hermes.load.ok, client);
+        details.insert("cpu_us_per_delivery_hermes".into(), split.into());
+        let split = cpu_split(&raw_cpu, raw.ok, None);
+        details.insert("cpu_us_per_delivery_raw".into(), split.into());
+    }
+    Ok(figures)
+}
+
+/// A Hermes side against a raw side: `<name>.throughput` (the rate and its ratio to raw, with the
+/// rounds' rates) and `<name>.p99`.
+pub(crate) fn figures(
+    name: &str,
+    hermes: &mut Hermes,
+    raw: &mut Load,
+    rates: &[String],
+    method: String,
+) -> anyhow::Result<Vec<Figure>> {
     let (p50, p90, p99) = hermes.percentiles_ms()?;
-    let cpu = |f: Figure| {
-        if nats_pid.is_none() {
-            return f;
-        }
-        f.detail(
-            "cpu_us_per_delivery_hermes",
-            cpu_split(&hermes_cpu, hermes.load.ok, with_wrk.then_some("wrk")),
-        )
-        .detail("cpu_us_per_delivery_raw", cpu_split(&raw_cpu, raw.ok, None))
-    };
+    let rp = Percentiles::of(&mut raw.latencies).context("no raw samples")?;
     Ok(vec![
-        cpu(Figure::new(
+        Figure::new(
             &format!("{name}.throughput"),
             hermes.load.rate(),
             "deliveries/s",
@@ -174,11 +186,10 @@ pub(crate) async fn gateway_against_raw(
         .raw(raw.rate())
         .ratio_target(Target::AtLeast(0.5))
         .detail("accepted", hermes.load.ok)
-        .detail("recorded_in_stream", recorded_by_hermes)
         .detail("errors", hermes.load.errors)
         .detail("first_error", hermes.load.first_error.clone())
         .detail("raw_errors", raw.errors)
-        .detail("rounds_hermes_raw", rates.join(" ")))
+        .detail("rounds_hermes_raw", rates.join(" "))
         .detail("method", method),
         Figure::new(&format!("{name}.p99"), p99, "ms")
             .target(Target::AtMost(25.0))

@@ -17,9 +17,9 @@ use std::time::Duration;
 use anyhow::Context;
 use hermes_nats::Bus;
 
+use crate::Figure;
 use crate::ingest::{Hermes, Kind, Load, emptied, http_load, raw_load, wrk_load};
-use crate::support::{self, Delivery, Nats, Percentiles, Process};
-use crate::{Figure, Target};
+use crate::support::{self, Delivery, Nats, Process};
 
 const CONNECTIONS: usize = crate::ingest::CONNECTIONS;
 const ROUND: Duration = Duration::from_secs(5);
@@ -124,8 +124,6 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     up.stop().await;
     nats.stop().await;
     let (mut hermes, mut raw, rates, with_wrk) = result?;
-    let (h50, h90, h99) = hermes.percentiles_ms()?;
-    let rp = Percentiles::of(&mut raw.latencies).context("no raw samples")?;
     let bytes: usize = mix.iter().map(|k| k.delivery.bytes.len()).sum();
     let client = if with_wrk {
         format!(
@@ -141,28 +139,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         bytes / mix.len(),
         ROUND.as_secs()
     );
-    Ok(vec![
-        Figure::new(
-            "ingest_deployed.throughput",
-            hermes.load.rate(),
-            "deliveries/s",
-        )
-        .target(Target::AtLeast(5000.0))
-        .raw(raw.rate())
-        .ratio_target(Target::AtLeast(0.5))
-        .detail("accepted", hermes.load.ok)
-        .detail("errors", hermes.load.errors)
-        .detail("first_error", hermes.load.first_error.clone())
-        .detail("raw_errors", raw.errors)
-        .detail("rounds_hermes_raw", rates.join(" "))
-        .detail("method", method),
-        Figure::new("ingest_deployed.p99", h99, "ms")
-            .target(Target::AtMost(25.0))
-            .raw(support::ms(rp.p99))
-            .detail("p50_ms", h50)
-            .detail("p90_ms", h90)
-            .detail("raw_p50_ms", support::ms(rp.p50)),
-    ])
+    crate::ingest::figures("ingest_deployed", &mut hermes, &mut raw, &rates, method)
 }
 
 async fn rounds(

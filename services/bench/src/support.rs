@@ -549,6 +549,14 @@ pub async fn stream_state(
     bus: &Bus,
     name: &str,
 ) -> anyhow::Result<hermes_nats::jetstream::stream::State> {
+    Ok(stream_info(bus, name).await?.state)
+}
+
+/// What the server says of the stream `name`: its configuration and state.
+pub async fn stream_info(
+    bus: &Bus,
+    name: &str,
+) -> anyhow::Result<hermes_nats::jetstream::stream::Info> {
     Ok(bus
         .raw_jetstream()
         .get_stream(name)
@@ -557,7 +565,6 @@ pub async fn stream_state(
         .info()
         .await
         .with_context(|| format!("the state of the stream {name}"))?
-        .state
         .clone())
 }
 

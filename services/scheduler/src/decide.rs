@@ -1,6 +1,7 @@
 //! What the scheduler decides, as pure functions: a delivery to a plan, a control subject to a
 //! request, a record to the facts it publishes.
 
+use hermes_schemas::attempt::Ownership;
 use hermes_schemas::commands::{ApproveBuild, CancelBuild, RestartBuild};
 use hermes_schemas::events::{BuildEvent, Queued};
 use hermes_schemas::github::{self, Admission, Decision, ForkPolicy};
@@ -190,6 +191,15 @@ pub fn control(subject: &str, payload: &[u8]) -> Result<Control, String> {
     Ok(control)
 }
 
+/// Whether a cancel is the scheduler's to record, the build standing as `ownership` says: only
+/// while no runner has started it. A runner that holds it hears the same command and records the
+/// end of its own attempt, and an ended build stays as it ended; an attempt-0 end published after
+/// those would be the build's last `build.finished`, and whoever reads the last end (the gateway
+/// answering a second cancel, a runner's admission) would take the build for one still running.
+pub fn cancel_is_mine(ownership: Ownership) -> bool {
+    !ownership.ended && ownership.current == 0
+}
+
 /// The new build a restart makes: its id (derived from the request, so a request handled twice
 /// is one build) and its `build.queued` (the old one's commit; unnumbered; a restart by someone
 /// allowed to is its own approval).
@@ -267,6 +277,19 @@ mod tests {
         })
         .to_string()
         .into_bytes()
+    }
+
+    #[test]
+    fn given_a_cancel_then_the_scheduler_ends_only_a_build_no_runner_has_started() {
+        let standing = |started, finished| cancel_is_mine(Ownership::from_last(started, finished));
+        assert!(standing(None, None), "queued: nobody else will end it");
+        assert!(!standing(Some(1), None), "running: its runner ends it");
+        assert!(!standing(Some(1), Some(1)), "ended by its runner");
+        assert!(!standing(None, Some(0)), "already canceled while queued");
+        assert!(
+            !standing(Some(2), Some(1)),
+            "running again after an attempt was lost"
+        );
     }
 
     #[test]

@@ -245,17 +245,32 @@ impl Scheduler {
 
     /// Where a build stands, from its last stored `build.started` and `build.finished`.
     async fn ownership(&self, repo: &RepoName, id: &BuildId) -> Result<Ownership, SchedulerError> {
-        let started = self.bus.last_build_event(repo, id, "started").await?;
-        let finished = self.bus.last_build_event(repo, id, "finished").await?;
-        Ok(Ownership::from_last(
-            started.map(|(_, e)| e.attempt),
-            finished.map(|(_, e)| e.attempt),
-        ))
+        Ok(self.standing(repo, id).await?.0)
     }
 
-    /// Ends a build that no runner holds. A runner that holds it hears the same command and ends
-    /// its attempt; the fold lets only the current attempt's end count, so either way the build
-    /// ends once.
+    /// [`Scheduler::ownership`], and the stream sequence of the last `build.finished` (`None`
+    /// when there is none).
+    async fn standing(
+        &self,
+        repo: &RepoName,
+        id: &BuildId,
+    ) -> Result<(Ownership, Option<u64>), SchedulerError> {
+        let started = self.bus.last_build_event(repo, id, "started").await?;
+        let finished = self.bus.last_build_event(repo, id, "finished").await?;
+        let last_end = finished.as_ref().map(|(seq, _)| *seq);
+        let ownership = Ownership::from_last(
+            started.map(|(_, e)| e.attempt),
+            finished.map(|(_, e)| e.attempt),
+        );
+        Ok((ownership, last_end))
+    }
+
+    /// Ends a build that no runner has started ([`decide::cancel_is_mine`]); a runner that holds
+    /// it hears the same command and ends its attempt. The end is stored only over the last end
+    /// read, so an end that came meanwhile (the build's runner's) is not followed by this one: the
+    /// request is then handled again, and finds the build ended. A runner that starts the build
+    /// meanwhile reads this end in its admission, or is canceled by the command it hears; the
+    /// fold lets only the current attempt's end count, so either way the build ends once.
     async fn cancel(&self, c: &CancelBuild) -> Outcome {
         let id = &c.build_id;
         let record = match self.record(id).await {
@@ -263,6 +278,18 @@ impl Scheduler {
             Ok(None) => return Outcome::Poison(format!("cancel of unknown build {id}")),
             Err(e) => return Outcome::Retry(e),
         };
+        let (ownership, last_end) = match self.standing(&record.repo, id).await {
+            Ok(s) => s,
+            Err(e) => return Outcome::Retry(e),
+        };
+        if !decide::cancel_is_mine(ownership) {
+            tracing::debug!(
+                ended = ownership.ended,
+                attempt = ownership.current,
+                "Cancel left to the build's runner, or the build has ended."
+            );
+            return Outcome::Done;
+        }
         let finished = Envelope::new(
             id.clone(),
             record.repo,
@@ -276,7 +303,7 @@ impl Scheduler {
         );
         match self
             .bus
-            .publish_json(finished.subject(), &finished.id, &finished)
+            .publish_json_if_last(finished.subject(), &finished.id, &finished, last_end)
             .await
         {
             Ok(_) => {

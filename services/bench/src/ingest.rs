@@ -102,7 +102,7 @@ pub(crate) async fn gateway_against_raw(
         .is_ok();
     let script = dir.join(format!("{name}.lua"));
     if with_wrk {
-        write_wrk_script(&script, dir, &delivery)?;
+        write_wrk_script(&script, dir, &push)?;
     }
     let (mut hermes, mut raw) = (Hermes::default(), Load::default());
     // Each round's (Hermes, raw) rate, so that the spread shows next to the totals.
@@ -294,49 +294,62 @@ pub(crate) async fn emptied(bus: &Bus) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `wrk` script posting the signed delivery, each request with its own delivery id
-/// (`<round>-<thread>-<n>`; the round tag comes in as the script's argument).
+/// A `wrk` script posting the kinds of `mix` in turn (one kind: always it), each request with its
+/// own delivery id (`<round>-<thread>-<n>`; the round tag comes in as the script's argument).
 ///
-/// `wrk.format` runs once per thread, with a marker where the id goes; each request is the text
-/// around the marker joined with its id. The bytes are those `wrk.format` would give each time,
-/// for less of the load generator's CPU, which the 2 cores would otherwise take from the gateway.
-fn write_wrk_script(script: &Path, dir: &Path, delivery: &Delivery) -> anyhow::Result<()> {
-    let body = dir.join("ingest-body.json");
-    std::fs::write(&body, &delivery.bytes).context("writing the body for wrk")?;
+/// `wrk.format` runs once per thread and kind, with a marker where the id goes; each request is
+/// the text around the marker joined with its id. The bytes are those `wrk.format` would give each
+/// time, for less of the load generator's CPU, which the 2 cores would otherwise take from the
+/// gateway.
+pub(crate) fn write_wrk_script(script: &Path, dir: &Path, mix: &[Kind]) -> anyhow::Result<()> {
+    let mut kinds = String::new();
+    for (i, k) in mix.iter().enumerate() {
+        let body = dir.join(format!("mix-{i}.json"));
+        std::fs::write(&body, &k.delivery.bytes).context("writing a body for wrk")?;
+        kinds.push_str(&format!(
+            "  {{ event = \"{}\", body = \"{}\", signature = \"{}\" }},\n",
+            k.event,
+            body.display(),
+            k.delivery.signature
+        ));
+    }
     let lua = format!(
-        r#"local f = assert(io.open("{body}", "rb"))
-local body = f:read("*a")
-f:close()
+        r#"local kinds = {{
+{kinds}}}
 local threads = 0
 function setup(thread)
   threads = threads + 1
   thread:set("tid", threads)
 end
 local marker = "@@DELIVERY@@"
-local head, tail
+local heads, tails = {{}}, {{}}
 local n = 0
 function init(args)
   local tag = args[1] or "w"
-  local whole = wrk.format("POST", "/webhooks/github", {{
-    ["Content-Type"] = "application/json",
-    ["User-Agent"] = "GitHub-Hookshot/hermes-bench",
-    ["X-GitHub-Event"] = "push",
-    ["X-GitHub-Delivery"] = marker,
-    ["X-GitHub-Hook-ID"] = "{hook}",
-    ["X-Hub-Signature-256"] = "{signature}",
-  }}, body)
-  local i, j = string.find(whole, marker, 1, true)
-  head = string.sub(whole, 1, i - 1) .. tag .. "-" .. tid .. "-"
-  tail = string.sub(whole, j + 1)
+  for i, k in ipairs(kinds) do
+    local f = assert(io.open(k.body, "rb"))
+    local body = f:read("*a")
+    f:close()
+    local whole = wrk.format("POST", "/webhooks/github", {{
+      ["Content-Type"] = "application/json",
+      ["User-Agent"] = "GitHub-Hookshot/hermes-bench",
+      ["X-GitHub-Event"] = k.event,
+      ["X-GitHub-Delivery"] = marker,
+      ["X-GitHub-Hook-ID"] = "{hook}",
+      ["X-Hub-Signature-256"] = k.signature,
+    }}, body)
+    local a, b = string.find(whole, marker, 1, true)
+    heads[i] = string.sub(whole, 1, a - 1) .. tag .. "-" .. tid .. "-"
+    tails[i] = string.sub(whole, b + 1)
+  end
 end
 function request()
   n = n + 1
-  return head .. n .. tail
+  local i = (n + tid) % #heads + 1
+  return heads[i] .. n .. tails[i]
 end
 "#,
-        body = body.display(),
         hook = support::HOOK_ID,
-        signature = delivery.signature,
     );
     std::fs::write(script, lua).context("writing the wrk script")
 }

@@ -14,7 +14,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
 use hermes_nats::Bus;
 
 use crate::Figure;
@@ -39,62 +38,6 @@ fn mix() -> anyhow::Result<Vec<Kind>> {
     let mut all = vec![push; 7];
     all.extend([pr.clone(), pr, star]);
     Ok(all)
-}
-
-/// A `wrk` script posting the mix in turn, each request with its own delivery id
-/// (`<round>-<thread>-<n>`). As in the gateway-alone scenario, every request's bytes are made
-/// once per thread around a marker where the id goes, for less of the load generator's CPU.
-fn write_wrk_script(script: &Path, dir: &Path, mix: &[Kind]) -> anyhow::Result<()> {
-    let mut kinds = String::new();
-    for (i, k) in mix.iter().enumerate() {
-        let body = dir.join(format!("mix-{i}.json"));
-        std::fs::write(&body, &k.delivery.bytes).context("writing a body for wrk")?;
-        kinds.push_str(&format!(
-            "  {{ event = \"{}\", body = \"{}\", signature = \"{}\" }},\n",
-            k.event,
-            body.display(),
-            k.delivery.signature
-        ));
-    }
-    let lua = format!(
-        r#"local kinds = {{
-{kinds}}}
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("tid", threads)
-end
-local marker = "@@DELIVERY@@"
-local heads, tails = {{}}, {{}}
-local n = 0
-function init(args)
-  local tag = args[1] or "w"
-  for i, k in ipairs(kinds) do
-    local f = assert(io.open(k.body, "rb"))
-    local body = f:read("*a")
-    f:close()
-    local whole = wrk.format("POST", "/webhooks/github", {{
-      ["Content-Type"] = "application/json",
-      ["User-Agent"] = "GitHub-Hookshot/hermes-bench",
-      ["X-GitHub-Event"] = k.event,
-      ["X-GitHub-Delivery"] = marker,
-      ["X-GitHub-Hook-ID"] = "{hook}",
-      ["X-Hub-Signature-256"] = k.signature,
-    }}, body)
-    local a, b = string.find(whole, marker, 1, true)
-    heads[i] = string.sub(whole, 1, a - 1) .. tag .. "-" .. tid .. "-"
-    tails[i] = string.sub(whole, b + 1)
-  end
-end
-function request()
-  n = n + 1
-  local i = (n + tid) % #heads + 1
-  return heads[i] .. n .. tails[i]
-end
-"#,
-        hook = support::HOOK_ID,
-    );
-    std::fs::write(script, lua).context("writing the wrk script")
 }
 
 /// `hermes up`, a process of its own.
@@ -160,7 +103,7 @@ async fn rounds(
         .is_ok();
     let script = dir.join("ingest-deployed.lua");
     if with_wrk {
-        write_wrk_script(&script, dir, mix)?;
+        crate::ingest::write_wrk_script(&script, dir, mix)?;
     }
     let (mut hermes, mut raw) = (Hermes::default(), Load::default());
     // Each round's (Hermes, raw) rate, so that the spread shows next to the totals.

@@ -33,7 +33,8 @@ pub enum Refusal {
 #[derive(Clone)]
 pub struct Auth {
     api_token: Option<Arc<str>>,
-    sessions: Option<Sessions>,
+    /// Behind an `Arc`: an `Auth` is cloned with the state of every request.
+    sessions: Option<Arc<Sessions>>,
     permissions: Option<Arc<Permissions>>,
 }
 
@@ -64,13 +65,13 @@ impl Auth {
     ) -> Self {
         Self {
             api_token: api_token.filter(|t| !t.is_empty()).map(Arc::from),
-            sessions,
+            sessions: sessions.map(Arc::new),
             permissions,
         }
     }
 
     pub fn sessions(&self) -> Option<&Sessions> {
-        self.sessions.as_ref()
+        self.sessions.as_deref()
     }
 
     pub fn permissions(&self) -> Option<&Arc<Permissions>> {

@@ -27,6 +27,26 @@ use crate::support::{self, Nats, Process};
 use crate::{Figure, Target};
 
 pub const SIZES: [u64; 3] = [10_000, 100_000, 1_000_000];
+
+/// The sizes to measure: [`SIZES`], or those `$HERMES_BENCH_HISTORY_SIZES` lists (commas), to
+/// look at one size at a time.
+fn sizes() -> anyhow::Result<Vec<u64>> {
+    match std::env::var("HERMES_BENCH_HISTORY_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .with_context(|| {
+                        format!("HERMES_BENCH_HISTORY_SIZES: {n:?} is not a number of builds")
+                    })
+            })
+            .collect(),
+        Err(_) => Ok(SIZES.to_vec()),
+    }
+}
 const LINES: u64 = 10;
 const CONNECTIONS: usize = 64;
 const SECONDS: u64 = 5;
@@ -45,25 +65,25 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         )]);
     }
     let mut figures = Vec::new();
-    let mut first_replay: Option<f64> = None;
-    for n in SIZES {
+    let mut first: Option<(u64, f64)> = None;
+    for n in sizes()? {
         let mut f = one(n).await.with_context(|| format!("{n} builds"))?;
         let replay = f
             .iter()
             .find(|x| x.scenario.ends_with(".replay_seconds"))
             .and_then(|x| x.value);
-        if let (Some(r), Some(first)) = (replay, first_replay) {
+        if let (Some(r), Some((first_n, first))) = (replay, first) {
             for x in f
                 .iter_mut()
                 .filter(|x| x.scenario.ends_with(".replay_seconds"))
             {
                 x.details.insert(
-                    "per_build_against_10k".into(),
-                    json!((r / n as f64) / (first / SIZES[0] as f64)),
+                    format!("per_build_against_{first_n}"),
+                    json!((r / n as f64) / (first / first_n as f64)),
                 );
             }
         }
-        first_replay = first_replay.or(replay);
+        first = first.or(replay.map(|r| (n, r)));
         figures.append(&mut f);
     }
     Ok(figures)

@@ -29,7 +29,7 @@ pub fn router(accounts: Accounts) -> Router {
     Router::new()
         .route("/api/user", get(user))
         .route("/api/repos", get(repos))
-        .with_state(accounts)
+        .with_state(Arc::new(accounts))
 }
 
 /// The answers of these routes that are not 200: the API's `{"error", "message"}`.
@@ -129,7 +129,7 @@ pub struct Repo {
         (status = 503, description = "The session store is unavailable; try again.", body = ref("#/components/schemas/Error")),
     )
 )]
-async fn user(State(a): State<Accounts>, headers: HeaderMap) -> Response {
+async fn user(State(a): State<Arc<Accounts>>, headers: HeaderMap) -> Response {
     match signed_in(&a.auth, &headers).await {
         Ok(s) => Json(User {
             login: s.login,
@@ -158,7 +158,7 @@ async fn user(State(a): State<Accounts>, headers: HeaderMap) -> Response {
         (status = 503, description = "The session store is unavailable; try again.", body = ref("#/components/schemas/Error")),
     )
 )]
-async fn repos(State(a): State<Accounts>, headers: HeaderMap) -> Response {
+async fn repos(State(a): State<Arc<Accounts>>, headers: HeaderMap) -> Response {
     let session = match signed_in(&a.auth, &headers).await {
         Ok(s) => s,
         Err(r) => return r,

@@ -209,7 +209,7 @@ pub fn router_full(
         .route("/api/builds/{id}", get(one))
         .route("/api/builds/{id}/logs", get(logs))
         .route("/api/builds/{id}/logs/stream", get(stream_logs))
-        .with_state(Api {
+        .with_state(Arc::new(Api {
             model,
             auth,
             runners,
@@ -218,10 +218,10 @@ pub fn router_full(
             downloads: Arc::new(Semaphore::new(limits.log_downloads)),
             live: Arc::new(Semaphore::new(limits.live_logs)),
             readers: Arc::new(Semaphore::new(PAGE_READERS)),
-        })
+        }))
 }
 
-#[derive(Clone)]
+/// What the API's routes share (behind an `Arc`, as axum clones the state for every request).
 struct Api {
     model: ReadModel,
     /// Who asks, and what they may read.
@@ -252,7 +252,7 @@ const READY_LAG: Duration = Duration::from_secs(5);
         (status = 503, description = "Not ready, and why.", body = ref("#/components/schemas/Readiness")),
     )
 )]
-async fn readyz(State(api): State<Api>) -> Response {
+async fn readyz(State(api): State<Arc<Api>>) -> Response {
     match readiness(&api).await {
         Ok(()) => Json(Readiness {
             ready: true,
@@ -377,7 +377,7 @@ struct ListQuery {
     )
 )]
 async fn list(
-    State(api): State<Api>,
+    State(api): State<Arc<Api>>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -506,7 +506,7 @@ async fn may_read(
     )
 )]
 async fn one(
-    State(api): State<Api>,
+    State(api): State<Arc<Api>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -577,7 +577,7 @@ const PAGE_READERS: usize = 4;
     )
 )]
 async fn logs(
-    State(api): State<Api>,
+    State(api): State<Arc<Api>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
@@ -852,7 +852,7 @@ const END_CHECK: Duration = Duration::from_secs(1);
     )
 )]
 async fn stream_logs(
-    State(live): State<Api>,
+    State(live): State<Arc<Api>>,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
@@ -922,7 +922,7 @@ fn follows(last: Position, pos: Position) -> bool {
 
 /// One client's live log.
 struct Follow {
-    live: Api,
+    live: Arc<Api>,
     id: String,
     /// The build's log subject.
     subject: String,

@@ -3,6 +3,8 @@
 //! GitHub's image proxy asks again. A private repository's badge is `unknown`, whoever asks:
 //! it leaks nothing.
 
+use std::sync::Arc;
+
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -92,7 +94,7 @@ pub fn svg(state: BadgeState) -> String {
 const LOOK_BACK: usize = 200;
 
 pub async fn badge(
-    State(web): State<Web>,
+    State(web): State<Arc<Web>>,
     Path((owner, file)): Path<(String, String)>,
     query: Result<Query<BadgeQuery>, QueryRejection>,
 ) -> Response {

@@ -56,7 +56,7 @@ pub fn router(web: Web) -> Router {
         .route("/badge/{owner}/{file}", get(badge::badge))
         .route("/static/hermes.css", get(css))
         .route("/static/hermes.js", get(js))
-        .with_state(web)
+        .with_state(Arc::new(web))
 }
 
 /// Changes with the assets, so browsers fetch them again after an upgrade.
@@ -205,7 +205,7 @@ struct HomePage {
 const HOME_REPOS: usize = 100;
 
 async fn home(
-    State(web): State<Web>,
+    State(web): State<Arc<Web>>,
     headers: HeaderMap,
     query: Result<Query<HomeQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
@@ -362,7 +362,7 @@ async fn readable_repo(
 }
 
 async fn repo(
-    State(web): State<Web>,
+    State(web): State<Arc<Web>>,
     headers: HeaderMap,
     Path((owner, name)): Path<(String, String)>,
     query: Result<Query<RepoQuery>, QueryRejection>,
@@ -452,7 +452,7 @@ struct BuildPage<'a> {
 }
 
 async fn build(
-    State(web): State<Web>,
+    State(web): State<Arc<Web>>,
     headers: HeaderMap,
     Path((owner, name, number)): Path<(String, String, String)>,
     query: Result<Query<BuildQuery>, QueryRejection>,

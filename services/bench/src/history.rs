@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use hermes_schemas::{Envelope, subjects};
 use serde_json::json;
 
-use crate::query::{Wrk, run_wrk};
+use crate::query::{Wrk, random_gets, run_wrk};
 use crate::replay::{REPOS, build_id, event_json, publish_all, repo};
 use crate::support::{self, Nats, Process};
 use crate::{Figure, Target};
@@ -186,20 +186,10 @@ async fn one(n: u64) -> anyhow::Result<Vec<Figure>> {
 
     let get_script = dir.path().join("get.lua");
     let list_script = dir.path().join("list.lua");
-    tokio::fs::write(
-        &get_script,
-        format!(
-            "request = function()\n  return wrk.format(\"GET\", string.format(\"/api/builds/bench-%06d\", math.random(0, {})))\nend\n",
-            n - 1
-        ),
-    )
-    .await?;
+    tokio::fs::write(&get_script, random_gets("/api/builds/bench-%06d", n)).await?;
     tokio::fs::write(
         &list_script,
-        format!(
-            "request = function()\n  return wrk.format(\"GET\", string.format(\"/api/builds?repo=bench/repo-%02d\", math.random(0, {})))\nend\n",
-            REPOS - 1
-        ),
+        random_gets("/api/builds?repo=bench/repo-%02d", REPOS),
     )
     .await?;
     let mut http = support::Http::connect(addr).await?;

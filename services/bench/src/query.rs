@@ -36,9 +36,16 @@ pub struct Wrk {
     pub socket_errors: String,
 }
 
-/// The start of a wrk script holding its requests in a table, and its `request` function.
-const WRK_TABLE: &str = "local requests = {}\n";
-const WRK_PICK: &str = "request = function()\n  return requests[math.random(#requests)]\nend\n";
+/// A wrk script that formats `GET path(i)` for every `i` in `0..n` once, when wrk loads it, and
+/// then sends one of them at random per request. `path` is a Lua `string.format` pattern of `i`.
+/// wrk shares the two cores with the server, so what it spends per request is taken from the
+/// server and shows in the tail.
+pub fn random_gets(path: &str, n: u64) -> String {
+    format!(
+        "local requests = {{}}\nfor i = 0, {} do\n  requests[i + 1] = wrk.format(\"GET\", string.format(\"{path}\", i))\nend\nrequest = function()\n  return requests[math.random(#requests)]\nend\n",
+        n - 1
+    )
+}
 
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let get_target = (Target::AtLeast(20_000.0), Target::AtMost(5.0));
@@ -90,25 +97,12 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let router = hermes_projector::api::router(store, nats.bus.clone(), shutdown.clone())
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let addr = support::serve(router, shutdown.clone()).await?;
-    // Every request is formatted once, when wrk loads the script; each request then picks one at
-    // random. wrk shares the two cores with the server, so what it spends per request is taken
-    // from the server and shows in the tail.
     let get_script = dir.path().join("get.lua");
     let list_script = dir.path().join("list.lua");
-    tokio::fs::write(
-        &get_script,
-        format!(
-            "{WRK_TABLE}for i = 0, {} do\n  requests[i + 1] = wrk.format(\"GET\", string.format(\"/api/builds/bench-%06d\", i))\nend\n{WRK_PICK}",
-            BUILDS - 1
-        ),
-    )
-    .await?;
+    tokio::fs::write(&get_script, random_gets("/api/builds/bench-%06d", BUILDS)).await?;
     tokio::fs::write(
         &list_script,
-        format!(
-            "{WRK_TABLE}for i = 0, {} do\n  requests[i + 1] = wrk.format(\"GET\", string.format(\"/api/builds?repo=bench/repo-%02d\", i))\nend\n{WRK_PICK}",
-            replay::REPOS - 1
-        ),
+        random_gets("/api/builds?repo=bench/repo-%02d", replay::REPOS),
     )
     .await?;
     // One request of each by hand: the answers are what the scenario means to measure.

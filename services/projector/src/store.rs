@@ -212,7 +212,8 @@ pub enum Flush {
 /// How many builds a page has when the client does not say: the page that is cached.
 pub const DEFAULT_PAGE: usize = 100;
 
-/// The most pages kept in [`Pages`]; past that, one is dropped for each new one.
+/// The most pages kept in [`Pages`] (two a repository); past that, a repository's are dropped
+/// for each new one.
 const MAX_CACHED_PAGES: usize = 1024;
 
 /// The encoded first pages of `GET /api/builds` ([`DEFAULT_PAGE`] builds; by repository, and of
@@ -227,12 +228,16 @@ struct Pages {
     inner: Mutex<PagesInner>,
 }
 
+/// A first page of every build and one of public builds only.
+type PagePair = [Option<Bytes>; 2];
+
 #[derive(Default)]
 struct PagesInner {
     generation: u64,
-    /// Pages by repository (`None`: all repositories) and by whether they hold only public
-    /// builds.
-    pages: HashMap<(Option<String>, bool), Bytes>,
+    /// The pages of all repositories.
+    all: PagePair,
+    /// The pages by repository (looked up by `&str`, without a copy of the name).
+    repos: HashMap<String, PagePair>,
 }
 
 impl Pages {
@@ -243,10 +248,11 @@ impl Pages {
     /// The cached page, or the generation to read it at.
     fn get(&self, repo: Option<&str>, public: bool) -> Result<Bytes, u64> {
         let inner = self.lock();
-        inner
-            .pages
-            .get(&(repo.map(str::to_owned), public))
-            .cloned()
+        let pair = match repo {
+            None => Some(&inner.all),
+            Some(r) => inner.repos.get(r),
+        };
+        pair.and_then(|p| p[usize::from(public)].clone())
             .ok_or(inner.generation)
     }
 
@@ -255,12 +261,17 @@ impl Pages {
         if inner.generation != read_at {
             return;
         }
-        if inner.pages.len() >= MAX_CACHED_PAGES
-            && let Some(k) = inner.pages.keys().find(|k| k.0.is_some()).cloned()
+        let Some(r) = repo else {
+            inner.all[usize::from(public)] = Some(page);
+            return;
+        };
+        if !inner.repos.contains_key(r)
+            && inner.repos.len() * 2 >= MAX_CACHED_PAGES
+            && let Some(k) = inner.repos.keys().next().cloned()
         {
-            inner.pages.remove(&k);
+            inner.repos.remove(&k);
         }
-        inner.pages.insert((repo.map(str::to_owned), public), page);
+        inner.repos.entry(r.to_owned()).or_default()[usize::from(public)] = Some(page);
     }
 
     /// Called after a write transaction that may have changed builds of `repos`.
@@ -270,9 +281,10 @@ impl Pages {
         if repos.is_empty() {
             return;
         }
-        inner
-            .pages
-            .retain(|(repo, _), _| repo.as_ref().is_some_and(|r| !repos.contains(r)));
+        inner.all = PagePair::default();
+        for r in repos {
+            inner.repos.remove(r);
+        }
     }
 }
 
@@ -1617,6 +1629,30 @@ mod tests {
         pages.invalidate(&["o/b".to_owned()]);
         assert!(pages.get(Some("o/b"), false).is_err());
         assert!(pages.get(None, true).is_err());
+    }
+
+    #[test]
+    fn the_page_cache_is_bounded_and_keeps_the_page_of_all_repositories() {
+        let pages = Pages::default();
+        let page = Bytes::from_static(b"[]");
+        let at = pages.get(None, false).expect_err("empty");
+        pages.put(None, false, at, page.clone());
+        for i in 0..MAX_CACHED_PAGES {
+            for public in [false, true] {
+                pages.put(Some(&format!("o/r{i}")), public, at, page.clone());
+            }
+        }
+        let held = (0..MAX_CACHED_PAGES)
+            .flat_map(|i| [false, true].map(|p| (i, p)))
+            .filter(|(i, p)| pages.get(Some(&format!("o/r{i}")), *p).is_ok())
+            .count();
+        assert!(held <= MAX_CACHED_PAGES, "{held} pages held");
+        assert!(held >= MAX_CACHED_PAGES - 2, "only {held} pages held");
+        assert_eq!(
+            pages.get(Some(&format!("o/r{}", MAX_CACHED_PAGES - 1)), true),
+            Ok(page.clone())
+        );
+        assert_eq!(pages.get(None, false), Ok(page));
     }
 
     #[test]

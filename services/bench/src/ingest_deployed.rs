@@ -10,6 +10,9 @@
 //! side runs, `hermes up` is stopped (SIGSTOP), so the raw side has the machine to itself; while
 //! Hermes runs, its scheduler, runner and projector work through what the deliveries made, as
 //! they would in production. The sides take turns, each round from an empty webhook stream.
+//!
+//! `HERMES_BENCH_INGEST_COMMAND=gateway` runs `hermes gateway` alone instead of `hermes up`: the
+//! difference between the two is what the work that follows the deliveries costs their intake.
 
 use std::path::Path;
 use std::time::Duration;
@@ -55,7 +58,18 @@ async fn up(nats: &Nats, dir: &Path) -> anyhow::Result<Process> {
         ),
         ("RUST_LOG", "info".into()),
     ];
-    Process::start(&["up"], &env, dir, "hermes-up.log").await
+    Process::start(&[command()?], &env, dir, "hermes-up.log").await
+}
+
+/// What runs: `hermes up`, or with `HERMES_BENCH_INGEST_COMMAND=gateway` the gateway alone as a
+/// process of its own (the same deliveries, without the work that follows them), to see what that
+/// work costs the ingest.
+fn command() -> anyhow::Result<&'static str> {
+    match std::env::var("HERMES_BENCH_INGEST_COMMAND").as_deref() {
+        Err(_) | Ok("up") => Ok("up"),
+        Ok("gateway") => Ok("gateway"),
+        Ok(other) => anyhow::bail!("HERMES_BENCH_INGEST_COMMAND={other:?}: up or gateway"),
+    }
 }
 
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
@@ -76,8 +90,12 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     } else {
         "in-process client (wrk not installed)".to_owned()
     };
+    let what = match command()? {
+        "gateway" => "`hermes gateway` alone (HERMES_BENCH_INGEST_COMMAND=gateway)",
+        _ => "`hermes up` (gateway, scheduler, projector, 1 runner)",
+    };
     let method = format!(
-        "`hermes up` (gateway, scheduler, projector, 1 runner) as a process of its own; deliveries of every 10: 7 {} , 2 pull_request/synchronize.json, 1 star/created.json ({} bytes on average), signed, each with its own delivery id; {client}, {CONNECTIONS} keep-alive connections; {ROUNDS} rounds of {} s per side alternating, each from an empty stream; raw: JetStream publish of the same bytes and headers in the same mix, awaiting the ack, {CONNECTIONS} tasks, with `hermes up` stopped (SIGSTOP)",
+        "{what} as a process of its own; deliveries of every 10: 7 {} , 2 pull_request/synchronize.json, 1 star/created.json ({} bytes on average), signed, each with its own delivery id; {client}, {CONNECTIONS} keep-alive connections; {ROUNDS} rounds of {} s per side alternating, each from an empty stream; raw: JetStream publish of the same bytes and headers in the same mix, awaiting the ack, {CONNECTIONS} tasks, with Hermes stopped (SIGSTOP)",
         support::PUSH_FIXTURE,
         bytes / mix.len(),
         ROUND.as_secs()

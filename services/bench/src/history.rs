@@ -28,6 +28,11 @@ use crate::{Figure, Target};
 
 pub const SIZES: [u64; 3] = [10_000, 100_000, 1_000_000];
 
+const LINES: u64 = 10;
+const CONNECTIONS: usize = 64;
+const SECONDS: u64 = 5;
+const LIMIT: Duration = Duration::from_secs(1800);
+
 /// The sizes to measure: [`SIZES`], or those `$HERMES_BENCH_HISTORY_SIZES` lists (commas), to
 /// look at one size at a time.
 fn sizes() -> anyhow::Result<Vec<u64>> {
@@ -47,10 +52,6 @@ fn sizes() -> anyhow::Result<Vec<u64>> {
         Err(_) => Ok(SIZES.to_vec()),
     }
 }
-const LINES: u64 = 10;
-const CONNECTIONS: usize = 64;
-const SECONDS: u64 = 5;
-const LIMIT: Duration = Duration::from_secs(1800);
 
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
     if support::run("sh", &["-c", "command -v wrk"], None)

@@ -44,7 +44,7 @@ fn mix() -> anyhow::Result<Vec<Kind>> {
 }
 
 /// `hermes up`, a process of its own.
-async fn up(nats: &Nats, dir: &Path) -> anyhow::Result<Process> {
+async fn up(nats: &Nats, dir: &Path, command: &str) -> anyhow::Result<Process> {
     let env = [
         ("NATS_URL", nats.url()),
         ("HERMES_DATA_DIR", dir.join("data").display().to_string()),
@@ -58,7 +58,7 @@ async fn up(nats: &Nats, dir: &Path) -> anyhow::Result<Process> {
         ),
         ("RUST_LOG", "info".into()),
     ];
-    Process::start(&[command()?], &env, dir, "hermes-up.log").await
+    Process::start(&[command], &env, dir, "hermes-up.log").await
 }
 
 /// What runs: `hermes up`, or with `HERMES_BENCH_INGEST_COMMAND=gateway` the gateway alone as a
@@ -73,10 +73,11 @@ fn command() -> anyhow::Result<&'static str> {
 }
 
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
+    let command = command()?;
     let dir = support::scratch("ingest-deployed")?;
     let nats = Nats::start(dir.path()).await?;
     let mix = mix()?;
-    let up = up(&nats, dir.path()).await?;
+    let up = up(&nats, dir.path(), command).await?;
     let result = rounds(&nats.bus, &up, &mix, dir.path()).await;
     up.stop().await;
     nats.stop().await;
@@ -90,7 +91,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     } else {
         "in-process client (wrk not installed)".to_owned()
     };
-    let what = match command()? {
+    let what = match command {
         "gateway" => "`hermes gateway` alone (HERMES_BENCH_INGEST_COMMAND=gateway)",
         _ => "`hermes up` (gateway, scheduler, projector, 1 runner)",
     };

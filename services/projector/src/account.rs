@@ -14,7 +14,6 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 /// What the account routes need.
-#[derive(Clone)]
 pub struct Accounts {
     pub auth: Auth,
     pub vault: Option<Arc<Vault>>,

@@ -37,7 +37,6 @@ use crate::read_model::ReadModel;
 use views::{BuildView, RepoView, Viewer};
 
 /// What the pages need.
-#[derive(Clone)]
 pub struct Web {
     pub model: ReadModel,
     pub auth: Auth,

@@ -20,9 +20,10 @@
 //!   replay from the start rebuilds it identically, at any age: the read model holds the log
 //!   lines of exactly the messages the log stream holds (its retention applies to both).
 //! - **Each batch and the stream sequence it reaches are written in one transaction**, so after a
-//!   crash the projector resumes exactly after the last batch that reached the disk. During a
-//!   backlog, commits are flushed to disk at most every [`FLUSH_EVERY`]; a crash undoes the
-//!   unflushed ones together with their checkpoint, and their events are folded again.
+//!   crash the projector resumes exactly after the last batch that reached the disk. Commits are
+//!   flushed to disk at most every [`FLUSH_EVERY`], and at the latest that long after the last
+//!   flush; a crash undoes the unflushed ones together with their checkpoint, and their events
+//!   are folded again.
 //! - **An event the fold cannot read yet is never lost to it.** One of a newer Hermes (an unknown
 //!   type or version) is kept, by stream and sequence, in the transaction that moves the
 //!   checkpoint past it; folding goes on, and the projector says so (a WARN naming stream and
@@ -484,12 +485,13 @@ const BACKLOG: usize = 64;
 /// How long the writer waits for more of a backlog before it writes what it has.
 const BACKLOG_GAP: Duration = Duration::from_millis(2);
 
-/// The longest a backlog's commits wait to be flushed to disk. A small batch (fewer than
-/// [`BACKLOG`] events: the stream is quiet, as live) is flushed as it commits, and so is any batch
-/// this long after the last flushed one; the full batches of a replay or a burst in between are
-/// not, so that the fold does not wait for the disk once per batch, and what is left unflushed is
-/// flushed as soon as the writer finds nothing more for [`BACKLOG_GAP`]. A crash undoes the
-/// unflushed commits with their checkpoint, and their events are folded again from the stream.
+/// The longest a commit waits to be flushed to disk. Every commit is visible at once; one made
+/// this long after the last flushed one is flushed as it commits, the others are not, and what is
+/// left unflushed is flushed when this much time has passed since the last flush, even if no more
+/// events come. So the fold waits for the disk at most once a second, live or in a backlog: each
+/// flush is a `fdatasync` or two, which on a busy host cost every process on it (measured in
+/// BENCHMARKS.md, 2026-12-03 night). A crash undoes the unflushed commits with their checkpoint,
+/// and their events are folded again from the stream, which holds them.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Writes what `rx` delivers, each time everything that is waiting (up to [`MAX_BATCH`] events;
@@ -541,9 +543,11 @@ async fn write_loop<T: Send + Sync + 'static>(
     let mut flushed_at = Instant::now();
     let mut unflushed = false;
     loop {
-        // A backlog that has ended leaves nothing unflushed for long.
+        // What is left unflushed reaches the disk within FLUSH_EVERY of the last flush, whether
+        // more events come or not.
         let next = if unflushed {
-            match tokio::time::timeout(BACKLOG_GAP, rx.recv()).await {
+            let due = tokio::time::Instant::from_std(flushed_at + FLUSH_EVERY);
+            match tokio::time::timeout_at(due, rx.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
                     flush(&store).await?;
@@ -582,8 +586,7 @@ async fn write_loop<T: Send + Sync + 'static>(
                 _ => break,
             }
         }
-        // A small batch is all there was (the stream is quiet): flushed now, as live.
-        let when = if weight < BACKLOG || flushed_at.elapsed() >= FLUSH_EVERY {
+        let when = if flushed_at.elapsed() >= FLUSH_EVERY {
             Flush::Now
         } else {
             Flush::Later
@@ -665,6 +668,58 @@ mod tests {
             "{} was stale and has been rewritten: review and commit it",
             path.display()
         );
+    }
+
+    /// A live stream's commits wait for the disk at most once a second, not once a commit: a
+    /// trickle of single events (each its own commit, as when a build runs) flushed each as it
+    /// committed, ~220 `fdatasync`s a second under load. Whatever is left is flushed within
+    /// `FLUSH_EVERY` of the last flush although nothing more comes.
+    #[tokio::test]
+    async fn a_live_trickle_is_flushed_once_a_second_not_once_a_commit() {
+        use crate::{Fold, IN_FLIGHT, Store, write_batches};
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Arc::new(Store::open(&dir.path().join("r.redb")).expect("open"));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let room = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        let start = Instant::now();
+        let writer = tokio::spawn(write_batches::<hermes_schemas::Envelope>(
+            store.clone(),
+            "S",
+            rx,
+            room,
+            Store::apply_build_batch,
+        ));
+        const EVENTS: u64 = 30;
+        for seq in 1..=EVENTS {
+            tx.send((seq, Fold::Skip, 1)).expect("writer");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.checkpoint("S").expect("checkpoint") < EVENTS {
+            assert!(Instant::now() < deadline, "the trickle was not written");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let during = store.flushes();
+        let seconds = start.elapsed().as_secs();
+        assert!(
+            during <= seconds,
+            "{during} flushes for {EVENTS} commits in {seconds} s"
+        );
+        while store.flushes() == during {
+            assert!(
+                Instant::now() < deadline,
+                "what was left unflushed was not flushed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            start.elapsed() >= crate::FLUSH_EVERY,
+            "flushed before FLUSH_EVERY"
+        );
+        drop(tx);
+        writer.await.expect("writer").expect("written");
     }
 
     /// Issue 19: versions were written, never read. The events the Hermes of `c696f9c` published

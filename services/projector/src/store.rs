@@ -191,6 +191,8 @@ pub struct Store {
     version: Option<u64>,
     /// The memory redb may hold of the file (its read cache and write buffer), in bytes.
     cache_bytes: usize,
+    /// Commits made durable (flushed to disk) through this store since it was opened.
+    flushes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The memory a read model holds of its file when the operator does not say
@@ -338,7 +340,27 @@ impl Store {
             path: path.to_owned(),
             version,
             cache_bytes,
+            flushes: Arc::default(),
         })
+    }
+
+    /// How many commits this store has flushed to disk since it was opened (each a `fdatasync`
+    /// or two); also counted for the process in `hermes_projector_flushes_total`.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn flushed(&self) {
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        static TOTAL: std::sync::LazyLock<hermes_telemetry::metrics::Counter> =
+            std::sync::LazyLock::new(|| {
+                hermes_telemetry::metrics::counter(
+                    "hermes_projector_flushes",
+                    "Read-model commits flushed to disk",
+                )
+            });
+        TOTAL.inc();
     }
 
     /// The memory this store may hold of its file, in bytes.
@@ -424,7 +446,9 @@ impl Store {
 
     /// Makes every commit so far durable (an empty commit that is flushed to disk).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.begin_write().map_err(err)?.commit().map_err(err)
+        self.db.begin_write().map_err(err)?.commit().map_err(err)?;
+        self.flushed();
+        Ok(())
     }
 
     /// Runs `fold` on the events of `batch` past the stream's checkpoint, keeps its unread events
@@ -465,7 +489,11 @@ impl Store {
             }
             ckpt.insert(stream, batch.through.max(done)).map_err(err)?;
         }
-        txn.commit().map_err(err)
+        txn.commit().map_err(err)?;
+        if flush == Flush::Now {
+            self.flushed();
+        }
+        Ok(())
     }
 
     /// Folds a batch of build events into the builds they belong to: [`Store::apply_build_batch`]

@@ -191,7 +191,8 @@ pub struct Store {
     version: Option<u64>,
     /// The memory redb may hold of the file (its read cache and write buffer), in bytes.
     cache_bytes: usize,
-    /// Commits made durable (flushed to disk) through this store since it was opened.
+    /// The fold's commits flushed to disk ([`Flush::Now`] and [`Store::flush`]) since the store
+    /// was opened.
     flushes: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -344,8 +345,9 @@ impl Store {
         })
     }
 
-    /// How many commits this store has flushed to disk since it was opened (each a `fdatasync`
-    /// or two); also counted for the process in `hermes_projector_flushes_total`.
+    /// How many of the fold's commits this store has flushed to disk since it was opened
+    /// ([`Flush::Now`] and [`Store::flush`], each a `fdatasync` or two); also counted for the
+    /// process in `hermes_projector_flushes_total`.
     pub fn flushes(&self) -> u64 {
         self.flushes.load(std::sync::atomic::Ordering::Relaxed)
     }
